@@ -1,0 +1,86 @@
+# imagestreams-backup. `make help` lists the targets.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+.DEFAULT_GOAL := help
+
+# Versions of the tools built from the Go module proxy into bin/. Each binary's path names its
+# version, so changing a version here rebuilds it and a second run rebuilds nothing.
+KUBE_VERSION            ?= 1.34.2
+ETCD_VERSION            ?= 3.6.16
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+
+BIN          := $(CURDIR)/bin
+ENVTEST_DIR  := $(BIN)/k8s/$(KUBE_VERSION)
+KUBE_APISERVER := $(ENVTEST_DIR)/kube-apiserver
+ETCD         := $(ENVTEST_DIR)/etcd
+CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+
+GO_TEST_FLAGS ?= -race -count=1
+OPENSHIFT_API_DIR = $(shell go list -m -f '{{.Dir}}' github.com/openshift/api)
+
+export KUBEBUILDER_ASSETS := $(ENVTEST_DIR)
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate deepcopy functions for the API types.
+	$(CONTROLLER_GEN) object paths=./api/...
+
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate CRDs into deploy/crd and copy the OpenShift CRDs the tests install.
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=deploy/crd
+	install -m 0644 $(OPENSHIFT_API_DIR)/config/v1/zz_generated.crd-manifests/0000_10_config-operator_01_images.crd.yaml \
+		test/crds/config.openshift.io_images.yaml
+
+.PHONY: fmt
+fmt: ## Format the Go code.
+	gofmt -w $$(git ls-files '*.go')
+
+.PHONY: verify
+verify: generate manifests ## Fail when generated files are stale, go.mod is untidy, or code is unformatted or vetted badly.
+	@git diff --exit-code -- api deploy test/crds || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
+	@untracked=$$(git ls-files --others --exclude-standard -- api deploy test/crds); \
+		[ -z "$$untracked" ] || { echo "generated files are not committed: $$untracked"; exit 1; }
+	go mod tidy -diff || { echo "go.mod is untidy: run go mod tidy"; exit 1; }
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+		[ -z "$$unformatted" ] || { echo "not gofmt-ed: $$unformatted"; exit 1; }
+	go vet ./...
+
+##@ Test
+
+.PHONY: test
+test: verify unit ## Everything CI runs: verify, then all tests against a real kube-apiserver and etcd.
+
+.PHONY: unit
+unit: envtest-bins ## Run the Go tests (envtest uses bin/k8s).
+	go test $(GO_TEST_FLAGS) ./...
+
+##@ Tools (built from the Go module proxy, cached in bin/)
+
+.PHONY: envtest-bins
+envtest-bins: $(KUBE_APISERVER) $(ETCD) ## Build kube-apiserver and etcd for envtest.
+
+$(KUBE_APISERVER):
+	cd hack/tools/kube && go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$(KUBE_VERSION)" \
+		-o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver
+	mv $@.tmp $@
+
+$(ETCD):
+	cd hack/tools/etcd && go build -trimpath -ldflags "-s -w" -o $@.tmp .
+	mv $@.tmp $@
+
+$(CONTROLLER_GEN):
+	GOBIN=$(BIN)/.controller-gen go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+	mv $(BIN)/.controller-gen/controller-gen $@
+	rmdir $(BIN)/.controller-gen
+
+.PHONY: clean
+clean: ## Remove built binaries but keep the cached tools.
+	rm -rf $(BIN)/imagestreams-backup-*
