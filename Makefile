@@ -59,10 +59,24 @@ verify: generate manifests ## Fail when generated files are stale, go.mod is unt
 test: verify unit ## Everything CI runs: verify, then all tests against a real kube-apiserver and etcd.
 
 .PHONY: unit
-unit: envtest-bins ## Run the Go tests (envtest uses bin/k8s).
+unit: envtest-bins debian-packages ## Run the Go tests (envtest uses bin/k8s).
 	go test $(GO_TEST_FLAGS) ./...
 
 ##@ Tools (built from the Go module proxy, cached in bin/)
+
+# Peers the tests run for real that Debian packages: skopeo reads exported OCI layouts, and
+# docker-registry is the distribution registry.
+DEBIAN_PACKAGES := skopeo docker-registry
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: debian-packages
+debian-packages: ## Install the Debian packages the tests use, when missing.
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 .PHONY: envtest-bins
 envtest-bins: $(KUBE_APISERVER) $(ETCD) ## Build kube-apiserver and etcd for envtest.

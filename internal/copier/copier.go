@@ -1,0 +1,201 @@
+package copier
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
+)
+
+// Stats count the blobs (layers, configs and manifests) and bytes a copy saw.
+type Stats struct {
+	BlobsTotal, BlobsUploaded, BlobsSkipped int64
+	BytesTotal, BytesUploaded, BytesSkipped int64
+}
+
+type counters struct {
+	blobsTotal, blobsUploaded, blobsSkipped atomic.Int64
+	bytesTotal, bytesUploaded, bytesSkipped atomic.Int64
+}
+
+func (c *counters) add(size int64, uploaded bool) {
+	c.blobsTotal.Add(1)
+	c.bytesTotal.Add(size)
+	if uploaded {
+		c.blobsUploaded.Add(1)
+		c.bytesUploaded.Add(size)
+	} else {
+		c.blobsSkipped.Add(1)
+		c.bytesSkipped.Add(size)
+	}
+}
+
+func (c *counters) stats() Stats {
+	return Stats{
+		BlobsTotal: c.blobsTotal.Load(), BlobsUploaded: c.blobsUploaded.Load(), BlobsSkipped: c.blobsSkipped.Load(),
+		BytesTotal: c.bytesTotal.Load(), BytesUploaded: c.bytesUploaded.Load(), BytesSkipped: c.bytesSkipped.Load(),
+	}
+}
+
+// Copier backs images up from a registry into a store. It is safe for concurrent use: images
+// copied at once share the Jobs limit, and a blob two images share is fetched once.
+type Copier struct {
+	store  *imagestore.Store
+	opts   Options
+	puller *puller
+	sem    chan struct{}
+	counts counters
+}
+
+// New returns a Copier into store.
+func New(store *imagestore.Store, opts Options) (*Copier, error) {
+	p, err := newPuller(&opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Copier{store: store, opts: opts, puller: p, sem: make(chan struct{}, opts.jobs())}, nil
+}
+
+// Stats returns the counts so far.
+func (c *Copier) Stats() Stats { return c.counts.stats() }
+
+// ParseReference parses a digest reference as the copier and pusher accept them.
+func (c *Copier) ParseReference(ref string) (name.Digest, error) {
+	return name.NewDigest(ref, c.opts.nameOptions()...)
+}
+
+// Copy stores the image ref names, with every manifest it reaches (all platforms of an index),
+// their configs and layers, byte for byte. Manifests are stored after everything they
+// reference, so a stored manifest always has its content beside it. An image already stored
+// costs no registry request. It returns the image's top descriptor.
+func (c *Copier) Copy(ctx context.Context, ref name.Digest) (v1.Descriptor, error) {
+	h, err := v1.NewHash(ref.DigestStr())
+	if err != nil {
+		return v1.Descriptor{}, fmt.Errorf("reference %s: %w", ref, err)
+	}
+	if err := imagestore.ValidateDigest(h); err != nil {
+		return v1.Descriptor{}, fmt.Errorf("reference %s: %w", ref, err)
+	}
+	desc, err := c.copyManifest(ctx, ref.Context(), v1.Descriptor{Digest: h}, 0)
+	if err != nil {
+		return v1.Descriptor{}, err
+	}
+	return desc, nil
+}
+
+// maxDepth bounds manifest nesting; a registry is not trusted to end the recursion.
+const maxDepth = 8
+
+func (c *Copier) copyManifest(ctx context.Context, repo name.Repository, desc v1.Descriptor, depth int) (v1.Descriptor, error) {
+	if depth > maxDepth {
+		return desc, fmt.Errorf("manifest %s is nested more than %d levels deep", desc.Digest, maxDepth)
+	}
+	stored, err := c.store.Has(ctx, desc.Digest)
+	if err != nil {
+		return desc, err
+	}
+	var raw []byte
+	if stored {
+		if raw, err = c.store.ReadBlob(ctx, desc.Digest, imagestore.MaxManifestSize); err != nil {
+			return desc, err
+		}
+		desc.Size = int64(len(raw))
+		desc.MediaType = sniffMediaType(desc.MediaType, raw)
+	} else {
+		err := retry(ctx, c.opts.backoff(), func() error {
+			var err error
+			desc, raw, err = c.puller.manifest(ctx, repo, desc.Digest)
+			return err
+		})
+		if err != nil {
+			return desc, err
+		}
+	}
+	kids, err := imagestore.Children(desc, raw)
+	if err != nil {
+		return desc, fmt.Errorf("manifest %s@%s: %w", repo, desc.Digest, err)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	for _, k := range kids {
+		g.Go(func() error {
+			if k.MediaType.IsIndex() || k.MediaType.IsImage() {
+				_, err := c.copyManifest(gctx, repo, k, depth+1)
+				return err
+			}
+			return c.copyBlob(gctx, repo, k)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return desc, err
+	}
+
+	wrote, err := c.store.PutBlob(ctx, desc, func(context.Context) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(raw)), nil
+	})
+	if err != nil {
+		return desc, err
+	}
+	c.counts.add(desc.Size, wrote)
+	c.report()
+	return desc, nil
+}
+
+func (c *Copier) copyBlob(ctx context.Context, repo name.Repository, d v1.Descriptor) error {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.sem }()
+	var wrote bool
+	err := retry(ctx, c.opts.backoff(), func() error {
+		var err error
+		wrote, err = c.store.PutBlob(ctx, d, func(ctx context.Context) (io.ReadCloser, error) {
+			return c.puller.blob(ctx, repo, d.Digest)
+		})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("copying blob %s@%s: %w", repo, d.Digest, err)
+	}
+	c.counts.add(d.Size, wrote)
+	c.report()
+	return nil
+}
+
+func (c *Copier) report() {
+	if c.opts.Progress != nil {
+		c.opts.Progress(c.counts.stats())
+	}
+}
+
+// sniffMediaType returns mt when it names a manifest, else the media type the manifest's own
+// JSON declares, else the OCI type its shape implies (OCI lets manifests omit mediaType).
+func sniffMediaType(mt types.MediaType, raw []byte) types.MediaType {
+	if mt.IsIndex() || mt.IsImage() {
+		return mt
+	}
+	var probe struct {
+		MediaType types.MediaType `json:"mediaType"`
+		Manifests json.RawMessage `json:"manifests"`
+	}
+	if json.Unmarshal(raw, &probe) == nil {
+		switch {
+		case probe.MediaType != "":
+			return probe.MediaType
+		case probe.Manifests != nil:
+			return types.OCIImageIndex
+		}
+	}
+	return types.OCIManifestSchema1
+}

@@ -1,0 +1,417 @@
+package copier_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"gocloud.dev/blob"
+	"gocloud.dev/blob/fileblob"
+
+	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
+	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
+)
+
+// testRegistry is an in-memory registry on httptest that counts requests and can be told to
+// misbehave.
+type testRegistry struct {
+	*httptest.Server
+	blobGets, manifestGets atomic.Int64
+	mu                     sync.Mutex
+	fail                   map[string]int                     // path suffix -> remaining 500s
+	rewrite                func(path string, b []byte) []byte // alters blob bodies
+}
+
+func newRegistry(t *testing.T) *testRegistry {
+	r := &testRegistry{fail: map[string]int{}}
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
+			r.blobGets.Add(1)
+		}
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/manifests/") {
+			r.manifestGets.Add(1)
+		}
+		r.mu.Lock()
+		for suffix, n := range r.fail {
+			if n > 0 && strings.HasSuffix(req.URL.Path, suffix) && req.Method == http.MethodGet {
+				r.fail[suffix] = n - 1
+				r.mu.Unlock()
+				http.Error(w, "injected failure", http.StatusInternalServerError)
+				return
+			}
+		}
+		rewrite := r.rewrite
+		r.mu.Unlock()
+		if rewrite != nil && req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			body := rewrite(req.URL.Path, rec.Body.Bytes())
+			for k, v := range rec.Header() {
+				w.Header()[k] = v
+			}
+			w.WriteHeader(rec.Code)
+			_, _ = w.Write(body)
+			return
+		}
+		h.ServeHTTP(w, req)
+	}))
+	t.Cleanup(r.Close)
+	return r
+}
+
+func (r *testRegistry) host() string { return strings.TrimPrefix(r.URL, "http://") }
+
+func (r *testRegistry) repo(t *testing.T, path string) name.Repository {
+	repo, err := name.NewRepository(r.host() + "/" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo
+}
+
+// push writes an image or index to repo and returns its digest reference.
+func (r *testRegistry) push(t *testing.T, path string, tg remote.Taggable) name.Digest {
+	t.Helper()
+	repo := r.repo(t, path)
+	var h v1.Hash
+	var err error
+	switch x := tg.(type) {
+	case v1.Image:
+		h, _ = x.Digest()
+		err = remote.Write(repo.Digest(h.String()), x)
+	case v1.ImageIndex:
+		h, _ = x.Digest()
+		err = remote.WriteIndex(repo.Digest(h.String()), x)
+	}
+	if err != nil {
+		t.Fatalf("pushing to %s: %v", repo, err)
+	}
+	return repo.Digest(h.String())
+}
+
+func must[T any](t *testing.T) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+// Images of every kind the copier must keep byte for byte.
+func dockerImage(t *testing.T) v1.Image { return must[v1.Image](t)(random.Image(1024, 3)) }
+
+func ociImage(t *testing.T) v1.Image {
+	img := mutate.MediaType(dockerImage(t), types.OCIManifestSchema1)
+	return mutate.ConfigMediaType(img, types.OCIConfigJSON)
+}
+
+func multiPlatform(t *testing.T) v1.ImageIndex { return must[v1.ImageIndex](t)(random.Index(512, 2, 3)) }
+
+func dockerManifestList(t *testing.T) v1.ImageIndex {
+	return mutate.IndexMediaType(multiPlatform(t), types.DockerManifestList)
+}
+
+// sharingImages returns n images built on the same base layers.
+func sharingImages(t *testing.T, base []v1.Layer, n int) []v1.Image {
+	var out []v1.Image
+	for range n {
+		own := must[v1.Layer](t)(random.Layer(2048, types.DockerLayer))
+		out = append(out, must[v1.Image](t)(mutate.AppendLayers(empty.Image, append(append([]v1.Layer{}, base...), own)...)))
+	}
+	return out
+}
+
+type fixture struct {
+	bucket *blob.Bucket // the raw bucket, to look at what the store wrote
+	store  *imagestore.Store
+}
+
+func newStore(t *testing.T) fixture {
+	dir := t.TempDir()
+	open := func() *blob.Bucket {
+		b, err := fileblob.OpenBucket(dir, &fileblob.Options{Metadata: fileblob.MetadataDontWrite})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// Two handles on one directory: the store owns one, the test looks through the other.
+	s, raw := imagestore.New(open(), "velero/cluster-a"), open()
+	t.Cleanup(func() { s.Close(); raw.Close() })
+	return fixture{bucket: raw, store: s}
+}
+
+// blobObjects counts the objects under the store's blobs/ and their bytes.
+func (f fixture) blobObjects(t *testing.T) (n int, size int64) {
+	t.Helper()
+	it := f.bucket.List(&blob.ListOptions{Prefix: "velero/cluster-a/plugins/imagestreams/blobs/sha256/"})
+	for {
+		obj, err := it.Next(context.Background())
+		if errors.Is(err, io.EOF) {
+			return n, size
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		size += obj.Size
+	}
+}
+
+func newCopier(t *testing.T, s *imagestore.Store) *copier.Copier {
+	c, err := copier.New(s, copier.Options{Backoff: remote.Backoff{Duration: 1, Factor: 1, Steps: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newPusher(t *testing.T, s *imagestore.Store) *copier.Pusher {
+	p, err := copier.NewPusher(context.Background(), s, copier.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// uniqueBlobs returns every blob and manifest digest of the images, with sizes, once each.
+func uniqueBlobs(t *testing.T, tgs ...remote.Taggable) map[v1.Hash]int64 {
+	out := map[v1.Hash]int64{}
+	var addImage func(v1.Image)
+	addImage = func(img v1.Image) {
+		out[must[v1.Hash](t)(img.Digest())] = must[int64](t)(img.Size())
+		out[must[v1.Hash](t)(img.ConfigName())] = int64(len(must[[]byte](t)(img.RawConfigFile())))
+		for _, l := range must[[]v1.Layer](t)(img.Layers()) {
+			out[must[v1.Hash](t)(l.Digest())] = must[int64](t)(l.Size())
+		}
+	}
+	for _, tg := range tgs {
+		switch x := tg.(type) {
+		case v1.Image:
+			addImage(x)
+		case v1.ImageIndex:
+			out[must[v1.Hash](t)(x.Digest())] = must[int64](t)(x.Size())
+			for _, d := range must[*v1.IndexManifest](t)(x.IndexManifest()).Manifests {
+				addImage(must[v1.Image](t)(x.Image(d.Digest)))
+			}
+		}
+	}
+	return out
+}
+
+func TestRoundTripKeepsEveryByteAndStoresSharedLayersOnce(t *testing.T) {
+	ctx := context.Background()
+	src, dst := newRegistry(t), newRegistry(t)
+	f := newStore(t)
+
+	base := []v1.Layer{must[v1.Layer](t)(random.Layer(4096, types.DockerLayer)), must[v1.Layer](t)(random.Layer(4096, types.DockerLayer))}
+	shared := sharingImages(t, base, 2)
+	images := map[string]remote.Taggable{
+		"app/docker":     dockerImage(t),
+		"app/oci":        ociImage(t),
+		"app/multiarch":  multiPlatform(t),
+		"app/list":       dockerManifestList(t),
+		"app/shared-one": shared[0],
+		"app/shared-two": shared[1],
+	}
+
+	c := newCopier(t, f.store)
+	stored := map[string]v1.Descriptor{}
+	var all []remote.Taggable
+	for path, tg := range images {
+		ref := src.push(t, path, tg)
+		desc, err := c.Copy(ctx, ref)
+		if err != nil {
+			t.Fatalf("copying %s: %v", path, err)
+		}
+		stored[path] = desc
+		all = append(all, tg)
+	}
+
+	want := uniqueBlobs(t, all...)
+	var wantBytes int64
+	for _, s := range want {
+		wantBytes += s
+	}
+	n, size := f.blobObjects(t)
+	if n != len(want) || size != wantBytes {
+		t.Errorf("store holds %d blobs of %d bytes, want each unique blob once: %d of %d bytes", n, size, len(want), wantBytes)
+	}
+	if st := c.Stats(); st.BytesUploaded != wantBytes || st.BlobsUploaded != int64(len(want)) {
+		t.Errorf("copier stats %+v, want %d blobs and %d bytes uploaded", st, len(want), wantBytes)
+	}
+
+	p := newPusher(t, f.store)
+	for path, tg := range images {
+		repo := dst.repo(t, "restored/"+strings.TrimPrefix(path, "app/"))
+		if err := p.Push(ctx, stored[path], repo, []string{"v1", "latest"}); err != nil {
+			t.Fatalf("pushing %s: %v", path, err)
+		}
+		wantRaw := must[[]byte](t)(tg.RawManifest())
+		for _, ref := range []name.Reference{repo.Digest(stored[path].Digest.String()), repo.Tag("v1"), repo.Tag("latest")} {
+			got, err := remote.Get(ref)
+			if err != nil {
+				t.Fatalf("reading back %s: %v", ref, err)
+			}
+			if !bytes.Equal(got.Manifest, wantRaw) || got.Digest != stored[path].Digest {
+				t.Errorf("%s: manifest differs after restore (digest %s, want %s)", ref, got.Digest, stored[path].Digest)
+			}
+		}
+		if idx, ok := tg.(v1.ImageIndex); ok {
+			for _, d := range must[*v1.IndexManifest](t)(idx.IndexManifest()).Manifests {
+				if _, err := remote.Image(repo.Digest(d.Digest.String())); err != nil {
+					t.Errorf("%s: platform %s missing after restore: %v", path, d.Digest, err)
+				}
+			}
+		}
+	}
+}
+
+func TestSecondBackupWritesAndReadsNoBlobBytes(t *testing.T) {
+	ctx := context.Background()
+	src := newRegistry(t)
+	f := newStore(t)
+	base := []v1.Layer{must[v1.Layer](t)(random.Layer(4096, types.DockerLayer))}
+	var refs []name.Digest
+	for i, img := range sharingImages(t, base, 3) {
+		refs = append(refs, src.push(t, "app/img"+string(rune('a'+i)), img))
+	}
+	refs = append(refs, src.push(t, "app/multiarch", multiPlatform(t)))
+
+	first := newCopier(t, f.store)
+	for _, r := range refs {
+		if _, err := first.Copy(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blobGets, manifestGets := src.blobGets.Load(), src.manifestGets.Load()
+	objects, _ := f.blobObjects(t)
+
+	second := newCopier(t, f.store)
+	for _, r := range refs {
+		if _, err := second.Copy(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := second.Stats(); st.BytesUploaded != 0 || st.BlobsUploaded != 0 || st.BytesSkipped != first.Stats().BytesTotal {
+		t.Errorf("second backup stats %+v, want nothing uploaded and all %d bytes the first backup saw skipped", st, first.Stats().BytesTotal)
+	}
+	if got := src.blobGets.Load() - blobGets; got != 0 {
+		t.Errorf("second backup fetched %d blobs from the registry, want 0", got)
+	}
+	if got := src.manifestGets.Load() - manifestGets; got != 0 {
+		t.Errorf("second backup fetched %d manifests from the registry, want 0", got)
+	}
+	if n, _ := f.blobObjects(t); n != objects {
+		t.Errorf("store holds %d blobs after the second backup, want %d", n, objects)
+	}
+}
+
+func TestCopyRetriesARegistryThatFailsTwice(t *testing.T) {
+	src := newRegistry(t)
+	f := newStore(t)
+	img := dockerImage(t)
+	ref := src.push(t, "app/flaky", img)
+	layer := must[[]v1.Layer](t)(img.Layers())[0]
+	src.mu.Lock()
+	src.fail[must[v1.Hash](t)(layer.Digest()).String()] = 2
+	src.fail["/manifests/"+ref.DigestStr()] = 2
+	src.mu.Unlock()
+
+	if _, err := newCopier(t, f.store).Copy(context.Background(), ref); err != nil {
+		t.Fatalf("copy through two 500s each for a manifest and a layer: %v", err)
+	}
+	if n, _ := f.blobObjects(t); n != len(uniqueBlobs(t, img)) {
+		t.Errorf("store holds %d blobs, want %d", n, len(uniqueBlobs(t, img)))
+	}
+}
+
+func TestCopyRefusesABlobThatDoesNotMatchItsDigest(t *testing.T) {
+	src := newRegistry(t)
+	f := newStore(t)
+	img := dockerImage(t)
+	ref := src.push(t, "app/bad", img)
+	bad := must[v1.Hash](t)(must[[]v1.Layer](t)(img.Layers())[1].Digest())
+	src.rewrite = func(path string, b []byte) []byte {
+		if strings.HasSuffix(path, bad.String()) {
+			b = bytes.Clone(b)
+			b[0] ^= 0xff
+		}
+		return b
+	}
+
+	_, err := newCopier(t, f.store).Copy(context.Background(), ref)
+	var mismatch *imagestore.DigestMismatchError
+	if !errors.As(err, &mismatch) || mismatch.Digest != bad || !strings.Contains(err.Error(), bad.String()) {
+		t.Fatalf("copy error = %v, want a digest mismatch naming %s", err, bad)
+	}
+	if ok, _ := f.store.Has(context.Background(), bad); ok {
+		t.Errorf("the store holds an object for the corrupt blob %s", bad)
+	}
+	if ok, _ := f.store.Has(context.Background(), must[v1.Hash](t)(img.Digest())); ok {
+		t.Errorf("the store holds the manifest of an image it could not copy whole")
+	}
+}
+
+func TestCorruptBlobInTheBucketFailsVerifyAndRestore(t *testing.T) {
+	ctx := context.Background()
+	src, dst := newRegistry(t), newRegistry(t)
+	f := newStore(t)
+	img := dockerImage(t)
+	desc, err := newCopier(t, f.store).Copy(ctx, src.push(t, "app/img", img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.WriteIndex(ctx, "b1", []imagestore.Entry{{Namespace: "app", ImageStream: "img", Tags: []string{"latest"}, Descriptor: desc}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.store.Verify(ctx, "b1"); err != nil {
+		t.Fatalf("verify of an intact backup: %v", err)
+	}
+
+	// Flip a byte of one layer in the bucket, keeping its size.
+	layer := must[[]v1.Layer](t)(img.Layers())[2]
+	h := must[v1.Hash](t)(layer.Digest())
+	key := "velero/cluster-a/plugins/imagestreams/blobs/sha256/" + h.Hex
+	b, err := f.bucket.ReadAll(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x01
+	if err := f.bucket.WriteAll(ctx, key, b, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := f.store.Verify(ctx, "b1"); err == nil || !strings.Contains(err.Error(), h.String()) {
+		t.Errorf("verify error = %v, want one naming %s", err, h)
+	}
+	repo := dst.repo(t, "app/img")
+	if err := newPusher(t, f.store).Push(ctx, desc, repo, []string{"latest"}); err == nil || !strings.Contains(err.Error(), h.Hex) {
+		t.Errorf("restore error = %v, want one naming %s", err, h)
+	}
+	if _, err := remote.Head(repo.Digest(desc.Digest.String())); err == nil {
+		t.Errorf("the registry holds the manifest of an image restored from a corrupt blob")
+	}
+	if _, err := remote.Head(repo.Tag("latest")); err == nil {
+		t.Errorf("the registry holds a tag for an image restored from a corrupt blob")
+	}
+}

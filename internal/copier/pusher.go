@@ -1,0 +1,180 @@
+package copier
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
+)
+
+// Pusher restores stored images into a registry. A blob the target repository already has is
+// not sent; a blob this Pusher already pushed to another repository of the registry is mounted
+// from there instead of uploaded. Manifests are pushed byte for byte, so digests are kept.
+type Pusher struct {
+	store  *imagestore.Store
+	opts   Options
+	remote []remote.Option
+	counts counters
+
+	mu     sync.Mutex
+	pushed map[v1.Hash]name.Repository // blob -> a repository of this registry that has it
+}
+
+// NewPusher returns a Pusher from store.
+func NewPusher(ctx context.Context, store *imagestore.Store, opts Options) (*Pusher, error) {
+	rt, err := opts.roundTripper()
+	if err != nil {
+		return nil, err
+	}
+	p, err := remote.NewPusher(remote.WithTransport(rt), remote.WithAuth(opts.auth()), remote.WithJobs(opts.jobs()),
+		remote.WithRetryBackoff(opts.backoff()), remote.WithContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	return &Pusher{store: store, opts: opts, remote: []remote.Option{remote.Reuse(p), remote.WithContext(ctx)},
+		pushed: map[v1.Hash]name.Repository{}}, nil
+}
+
+// Stats returns the counts so far; BytesUploaded counts the bytes sent, BytesSkipped those the
+// registry had or mounted.
+func (p *Pusher) Stats() Stats { return p.counts.stats() }
+
+// Repository parses a repository name with the Pusher's options.
+func (p *Pusher) Repository(repo string) (name.Repository, error) {
+	return name.NewRepository(repo, p.opts.nameOptions()...)
+}
+
+// Push pushes the stored image desc names into repo by digest, then tags it with tags in order.
+func (p *Pusher) Push(ctx context.Context, desc v1.Descriptor, repo name.Repository, tags []string) error {
+	t, err := p.push(ctx, desc, repo, 0)
+	if err != nil {
+		return err
+	}
+	for _, tag := range tags {
+		if err := remote.Tag(repo.Tag(tag), t, p.remote...); err != nil {
+			return fmt.Errorf("tagging %s:%s: %w", repo, tag, err)
+		}
+	}
+	return nil
+}
+
+func (p *Pusher) push(ctx context.Context, desc v1.Descriptor, repo name.Repository, depth int) (remote.Taggable, error) {
+	if depth > maxDepth {
+		return nil, fmt.Errorf("manifest %s is nested more than %d levels deep", desc.Digest, maxDepth)
+	}
+	ref := repo.Digest(desc.Digest.String())
+	switch {
+	case desc.MediaType.IsIndex():
+		idx, err := p.store.ImageIndex(ctx, desc)
+		if err != nil {
+			return nil, err
+		}
+		m, err := idx.IndexManifest()
+		if err != nil {
+			return nil, err
+		}
+		// Children first, each through this Pusher so that their layers mount and count; the
+		// index's own push then finds them present.
+		for _, child := range m.Manifests {
+			if _, err := p.push(ctx, child, repo, depth+1); err != nil {
+				return nil, err
+			}
+		}
+		if err := remote.WriteIndex(ref, idx, p.remote...); err != nil {
+			return nil, fmt.Errorf("pushing index %s: %w", ref, err)
+		}
+		p.counts.add(desc.Size, true)
+		return idx, nil
+	case desc.MediaType.IsImage():
+		img, err := p.store.Image(ctx, desc)
+		if err != nil {
+			return nil, err
+		}
+		wrapped, err := p.mountable(img, repo)
+		if err != nil {
+			return nil, err
+		}
+		if err := remote.Write(ref, wrapped, p.remote...); err != nil {
+			return nil, fmt.Errorf("pushing image %s: %w", ref, err)
+		}
+		p.counts.add(desc.Size, true)
+		p.record(wrapped, repo)
+		return img, nil
+	default:
+		return nil, fmt.Errorf("%s: unsupported media type %q", ref, desc.MediaType)
+	}
+}
+
+// mountable wraps img so that each layer counts the bytes it sends and, when this Pusher
+// already pushed it to another repository of the same registry, is mounted from there.
+func (p *Pusher) mountable(img v1.Image, repo name.Repository) (*countingImage, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	out := &countingImage{Image: img}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range layers {
+		h, err := l.Digest()
+		if err != nil {
+			return nil, err
+		}
+		size, err := l.Size()
+		if err != nil {
+			return nil, err
+		}
+		cl := &countingLayer{Layer: l, counts: &p.counts, size: size}
+		out.counted = append(out.counted, cl)
+		if from, ok := p.pushed[h]; ok && from.RegistryStr() == repo.RegistryStr() && from.String() != repo.String() {
+			out.layers = append(out.layers, &remote.MountableLayer{Layer: cl, Reference: from.Digest(h.String())})
+		} else {
+			out.layers = append(out.layers, cl)
+		}
+	}
+	return out, nil
+}
+
+// record notes where img's layers now are and counts the ones never read as skipped.
+func (p *Pusher) record(img *countingImage, repo name.Repository) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range img.counted {
+		if h, err := l.Digest(); err == nil {
+			p.pushed[h] = repo
+		}
+		if !l.read.Load() {
+			p.counts.add(l.size, false)
+		}
+	}
+}
+
+type countingImage struct {
+	v1.Image
+	layers  []v1.Layer
+	counted []*countingLayer
+}
+
+func (i *countingImage) Layers() ([]v1.Layer, error) { return i.layers, nil }
+
+// countingLayer counts the layer as uploaded once the registry asks for its bytes.
+type countingLayer struct {
+	v1.Layer
+	counts *counters
+	size   int64
+	read   atomic.Bool
+}
+
+func (l *countingLayer) Compressed() (io.ReadCloser, error) {
+	if l.read.CompareAndSwap(false, true) {
+		l.counts.add(l.size, true)
+	}
+	return l.Layer.Compressed()
+}

@@ -1,0 +1,292 @@
+package imagestore
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"gocloud.dev/blob"
+	"gocloud.dev/gcerrors"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Annotations on each entry of a backup's index.
+const (
+	AnnotationNamespace   = "oadp.openshift.io/namespace"
+	AnnotationImageStream = "oadp.openshift.io/imagestream"
+	AnnotationTags        = "oadp.openshift.io/tags"
+	AnnotationReference   = "oadp.openshift.io/reference"
+)
+
+// MaxIndexSize bounds a backup's index.json; 20,000 entries take about 10 MiB.
+const MaxIndexSize = 64 << 20
+
+// maxDepth bounds how deep manifests may nest (index -> index -> ... -> image); real images
+// nest two levels.
+const maxDepth = 8
+
+// Entry is one image of a backup: its top manifest and where it came from.
+type Entry struct {
+	Namespace   string
+	ImageStream string
+	// Tags are the imagestream tags that point at the image, in history order.
+	Tags []string
+	// Reference is the reference the image was copied from.
+	Reference string
+	// Descriptor is the image's top manifest (an image manifest, an index or a manifest list).
+	Descriptor v1.Descriptor
+}
+
+// ValidateBackupName checks that a backup name is a DNS subdomain, as Kubernetes object names
+// are; it becomes part of an object key.
+func ValidateBackupName(name string) error {
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return fmt.Errorf("invalid backup name %q: %s", name, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// MarshalIndex encodes entries as the OCI image index stored at backups/<name>/index.json.
+func MarshalIndex(entries []Entry) ([]byte, error) {
+	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: make([]v1.Descriptor, 0, len(entries))}
+	for _, e := range entries {
+		d := v1.Descriptor{MediaType: e.Descriptor.MediaType, Digest: e.Descriptor.Digest, Size: e.Descriptor.Size,
+			Annotations: map[string]string{
+				AnnotationNamespace:   e.Namespace,
+				AnnotationImageStream: e.ImageStream,
+				AnnotationTags:        strings.Join(e.Tags, ","),
+				AnnotationReference:   e.Reference,
+			}}
+		idx.Manifests = append(idx.Manifests, d)
+	}
+	return json.Marshal(idx)
+}
+
+// ParseIndex decodes and validates a backup's index. The bucket is not trusted: every digest
+// must be valid, every size non-negative, every media type a manifest's.
+func ParseIndex(raw []byte) ([]Entry, error) {
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("parsing index: %w", err)
+	}
+	entries := make([]Entry, 0, len(idx.Manifests))
+	for i, d := range idx.Manifests {
+		if err := validateDescriptor(d); err != nil {
+			return nil, fmt.Errorf("index entry %d: %w", i, err)
+		}
+		if !isManifest(d.MediaType) {
+			return nil, fmt.Errorf("index entry %d: media type %q is not a manifest's", i, d.MediaType)
+		}
+		e := Entry{
+			Namespace:   d.Annotations[AnnotationNamespace],
+			ImageStream: d.Annotations[AnnotationImageStream],
+			Reference:   d.Annotations[AnnotationReference],
+			Descriptor:  v1.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size},
+		}
+		if t := d.Annotations[AnnotationTags]; t != "" {
+			e.Tags = strings.Split(t, ",")
+		}
+		entries = append(entries, e)
+	}
+	return entries, nil
+}
+
+func validateDescriptor(d v1.Descriptor) error {
+	if err := ValidateDigest(d.Digest); err != nil {
+		return err
+	}
+	if d.Size < 0 {
+		return fmt.Errorf("descriptor %s has negative size %d", d.Digest, d.Size)
+	}
+	return nil
+}
+
+func isManifest(mt types.MediaType) bool { return mt.IsIndex() || mt.IsImage() }
+
+// children returns the descriptors a manifest references: an index's manifests, or an image's
+// config and distributable layers. Foreign layers live elsewhere and are not copied, as
+// registries do not serve them.
+func children(mt types.MediaType, raw []byte) ([]v1.Descriptor, error) {
+	var out []v1.Descriptor
+	switch {
+	case mt.IsIndex():
+		idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("parsing index: %w", err)
+		}
+		for _, d := range idx.Manifests {
+			if !isManifest(d.MediaType) {
+				return nil, fmt.Errorf("index names %s with media type %q, not a manifest", d.Digest, d.MediaType)
+			}
+			out = append(out, d)
+		}
+	case mt.IsImage():
+		m, err := v1.ParseManifest(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("parsing manifest: %w", err)
+		}
+		out = append(out, m.Config)
+		for _, l := range m.Layers {
+			if l.MediaType.IsDistributable() {
+				out = append(out, l)
+			}
+		}
+	default:
+		return nil, fmt.Errorf("unsupported manifest media type %q", mt)
+	}
+	for _, d := range out {
+		if err := validateDescriptor(d); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Children parses a manifest and returns what it references, validated.
+func Children(desc v1.Descriptor, raw []byte) ([]v1.Descriptor, error) {
+	return children(desc.MediaType, raw)
+}
+
+// WriteIndex writes a backup's index: the commit point that makes the backup complete. Call it
+// only after every blob the entries reach is stored.
+func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry) error {
+	if err := ValidateBackupName(name); err != nil {
+		return err
+	}
+	if err := s.ensureLayout(ctx); err != nil {
+		return fmt.Errorf("writing oci-layout: %w", err)
+	}
+	raw, err := MarshalIndex(entries)
+	if err != nil {
+		return err
+	}
+	if err := s.bucket.WriteAll(ctx, backupKey(name, "index.json"), raw, &blob.WriterOptions{ContentType: string(types.OCIImageIndex)}); err != nil {
+		return fmt.Errorf("writing index of backup %s: %w", name, err)
+	}
+	return nil
+}
+
+// ReadIndex reads and validates a backup's index.
+func (s *Store) ReadIndex(ctx context.Context, name string) ([]Entry, error) {
+	if err := ValidateBackupName(name); err != nil {
+		return nil, err
+	}
+	r, err := s.bucket.NewReader(ctx, backupKey(name, "index.json"), nil)
+	if err != nil {
+		if gcerrors.Code(err) == gcerrors.NotFound {
+			return nil, fmt.Errorf("backup %s: %w", name, ErrNotFound)
+		}
+		return nil, fmt.Errorf("reading index of backup %s: %w", name, err)
+	}
+	defer r.Close()
+	if r.Size() > MaxIndexSize {
+		return nil, fmt.Errorf("index of backup %s is %d bytes, more than the %d allowed", name, r.Size(), MaxIndexSize)
+	}
+	raw, err := io.ReadAll(io.LimitReader(r, MaxIndexSize))
+	if err != nil {
+		return nil, fmt.Errorf("reading index of backup %s: %w", name, err)
+	}
+	entries, err := ParseIndex(raw)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", name, err)
+	}
+	return entries, nil
+}
+
+// Backups lists the names of the complete backups in the store.
+func (s *Store) Backups(ctx context.Context) ([]string, error) {
+	var names []string
+	it := s.bucket.List(&blob.ListOptions{Prefix: "backups/", Delimiter: "/"})
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing backups: %w", err)
+		}
+		name := strings.TrimSuffix(strings.TrimPrefix(obj.Key, "backups/"), "/")
+		if !obj.IsDir || ValidateBackupName(name) != nil {
+			continue
+		}
+		if ok, err := s.bucket.Exists(ctx, backupKey(name, "index.json")); err != nil {
+			return nil, fmt.Errorf("listing backups: %w", err)
+		} else if ok {
+			names = append(names, name)
+		}
+	}
+	return names, nil
+}
+
+// DeleteBackup removes a backup's index, leaving its blobs to GC.
+func (s *Store) DeleteBackup(ctx context.Context, name string) error {
+	if err := ValidateBackupName(name); err != nil {
+		return err
+	}
+	if err := s.bucket.Delete(ctx, backupKey(name, "index.json")); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return fmt.Errorf("deleting index of backup %s: %w", name, err)
+	}
+	return nil
+}
+
+// Walk visits every descriptor reachable from the entries once, reading manifests from the
+// store (verified). It refuses cycles and nesting deeper than maxDepth.
+func (s *Store) Walk(ctx context.Context, roots []v1.Descriptor, visit func(v1.Descriptor) error) error {
+	seen := map[v1.Hash]bool{}
+	var walk func(d v1.Descriptor, depth int, path map[v1.Hash]bool) error
+	walk = func(d v1.Descriptor, depth int, path map[v1.Hash]bool) error {
+		if path[d.Digest] {
+			return fmt.Errorf("manifest %s references itself", d.Digest)
+		}
+		if depth > maxDepth {
+			return fmt.Errorf("manifest %s is nested more than %d levels deep", d.Digest, maxDepth)
+		}
+		if seen[d.Digest] {
+			return nil
+		}
+		seen[d.Digest] = true
+		if err := visit(d); err != nil {
+			return err
+		}
+		if !isManifest(d.MediaType) {
+			return nil
+		}
+		raw, err := s.ReadBlob(ctx, d.Digest, MaxManifestSize)
+		if err != nil {
+			return err
+		}
+		kids, err := children(d.MediaType, raw)
+		if err != nil {
+			return fmt.Errorf("manifest %s: %w", d.Digest, err)
+		}
+		path[d.Digest] = true
+		defer delete(path, d.Digest)
+		for _, k := range kids {
+			if err := walk(k, depth+1, path); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, r := range roots {
+		if err := walk(r, 0, map[v1.Hash]bool{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Descriptors returns the top manifests of entries.
+func Descriptors(entries []Entry) []v1.Descriptor {
+	out := make([]v1.Descriptor, len(entries))
+	for i, e := range entries {
+		out[i] = e.Descriptor
+	}
+	return out
+}
