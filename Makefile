@@ -9,17 +9,23 @@ SHELL := /usr/bin/env bash -o pipefail
 KUBE_VERSION            ?= 1.34.2
 ETCD_VERSION            ?= 3.6.16
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+VERSITYGW_VERSION       ?= v1.8.0
+CRANE_VERSION           ?= v0.22.1
 
 BIN          := $(CURDIR)/bin
 ENVTEST_DIR  := $(BIN)/k8s/$(KUBE_VERSION)
 KUBE_APISERVER := $(ENVTEST_DIR)/kube-apiserver
 ETCD         := $(ENVTEST_DIR)/etcd
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+VERSITYGW    := $(BIN)/versitygw-$(VERSITYGW_VERSION)
+CRANE        := $(BIN)/crane-$(CRANE_VERSION)
 
 GO_TEST_FLAGS ?= -race -count=1
 OPENSHIFT_API_DIR = $(shell go list -m -f '{{.Dir}}' github.com/openshift/api)
 
+# Tests find the tools through these.
 export KUBEBUILDER_ASSETS := $(ENVTEST_DIR)
+export VERSITYGW
 
 ##@ General
 
@@ -59,7 +65,7 @@ verify: generate manifests ## Fail when generated files are stale, go.mod is unt
 test: verify unit ## Everything CI runs: verify, then all tests against a real kube-apiserver and etcd.
 
 .PHONY: unit
-unit: envtest-bins debian-packages ## Run the Go tests (envtest uses bin/k8s).
+unit: envtest-bins $(VERSITYGW) debian-packages ## Run the Go tests (envtest uses bin/k8s).
 	go test $(GO_TEST_FLAGS) ./...
 
 ##@ Tools (built from the Go module proxy, cached in bin/)
@@ -90,10 +96,22 @@ $(ETCD):
 	cd hack/tools/etcd && go build -trimpath -ldflags "-s -w" -o $@.tmp .
 	mv $@.tmp $@
 
+# go-install-tool builds a main package at a version into $(1) as its own module, so its
+# dependencies never touch go.mod.
+define go-install-tool
+	GOBIN=$(BIN)/.install go install $(2)
+	mv $(BIN)/.install/$(notdir $(firstword $(subst @, ,$(2)))) $(1)
+	rmdir $(BIN)/.install
+endef
+
 $(CONTROLLER_GEN):
-	GOBIN=$(BIN)/.controller-gen go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
-	mv $(BIN)/.controller-gen/controller-gen $@
-	rmdir $(BIN)/.controller-gen
+	$(call go-install-tool,$@,sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION))
+
+$(VERSITYGW): ## The versitygw S3 server the tests run on 127.0.0.1.
+	$(call go-install-tool,$@,github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION))
+
+$(CRANE):
+	$(call go-install-tool,$@,github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION))
 
 .PHONY: clean
 clean: ## Remove built binaries but keep the cached tools.

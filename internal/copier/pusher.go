@@ -33,13 +33,13 @@ func NewPusher(ctx context.Context, store *imagestore.Store, opts Options) (*Pus
 	if err != nil {
 		return nil, err
 	}
-	p, err := remote.NewPusher(remote.WithTransport(rt), remote.WithAuth(opts.auth()), remote.WithJobs(opts.jobs()),
-		remote.WithRetryBackoff(opts.backoff()), remote.WithContext(ctx))
+	ropts := []remote.Option{remote.WithTransport(rt), remote.WithAuth(opts.auth()), remote.WithJobs(opts.jobs()),
+		remote.WithRetryBackoff(opts.backoff()), remote.WithContext(ctx)}
+	p, err := remote.NewPusher(ropts...)
 	if err != nil {
 		return nil, err
 	}
-	return &Pusher{store: store, opts: opts, remote: []remote.Option{remote.Reuse(p), remote.WithContext(ctx)},
-		pushed: map[v1.Hash]name.Repository{}}, nil
+	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), pushed: map[v1.Hash]name.Repository{}}, nil
 }
 
 // Stats returns the counts so far; BytesUploaded counts the bytes sent, BytesSkipped those the
@@ -96,6 +96,23 @@ func (p *Pusher) push(ctx context.Context, desc v1.Descriptor, repo name.Reposit
 		img, err := p.store.Image(ctx, desc)
 		if err != nil {
 			return nil, err
+		}
+		// A manifest the repository already has comes with everything it references: one
+		// HEAD makes a restarted restore skip what it finished.
+		if d, err := remote.Head(ref, p.remote...); err == nil && d.Digest == desc.Digest {
+			p.counts.add(desc.Size, false)
+			layers, err := img.Layers()
+			if err != nil {
+				return nil, err
+			}
+			for _, l := range layers {
+				size, err := l.Size()
+				if err != nil {
+					return nil, err
+				}
+				p.counts.add(size, false)
+			}
+			return img, nil
 		}
 		wrapped, err := p.mountable(img, repo)
 		if err != nil {

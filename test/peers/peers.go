@@ -1,0 +1,110 @@
+// Package peers starts the real servers the tests talk to, each on 127.0.0.1 with its data in
+// the test's temporary directory: the versitygw S3 server and the distribution registry.
+package peers
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/openshift/oadp-imagestreams-backup/test/testenv"
+)
+
+// binary finds a tool: the path in env var, else the only bin/<pattern> built by make.
+func binary(t testing.TB, env, pattern string) string {
+	t.Helper()
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
+	if p, err := exec.LookPath(pattern); err == nil {
+		return p
+	}
+	matches, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "bin", pattern))
+	if len(matches) != 1 {
+		t.Fatalf("%s: found %d builds of %s under bin/; run `make test` or set %s", env, len(matches), pattern, env)
+	}
+	return matches[0]
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// start runs cmd until the test ends and waits until addr accepts connections.
+func start(t testing.TB, cmd *exec.Cmd, addr string) {
+	t.Helper()
+	log, err := os.Create(filepath.Join(t.TempDir(), filepath.Base(cmd.Path)+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", cmd.Path, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		log.Close()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		if c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case err := <-exited:
+			out, _ := os.ReadFile(log.Name())
+			t.Fatalf("%s exited before listening on %s: %v\n%s", cmd.Path, addr, err, out)
+		case <-ctx.Done():
+			out, _ := os.ReadFile(log.Name())
+			t.Fatalf("%s did not listen on %s in time\n%s", cmd.Path, addr, out)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// S3 is a running versitygw S3 server.
+type S3 struct {
+	URL, Region, AccessKey, SecretKey string
+	// Dir is the server's data directory; a bucket is a directory in it.
+	Dir string
+}
+
+// StartS3 starts versitygw with a posix backend and one bucket per name in buckets.
+func StartS3(t testing.TB, buckets ...string) *S3 {
+	t.Helper()
+	s := &S3{Region: "us-east-1", AccessKey: "testaccess", SecretKey: "testsecret-" + fmt.Sprint(time.Now().UnixNano()), Dir: t.TempDir()}
+	for _, b := range buckets {
+		// versitygw's posix backend serves each top-level directory as a bucket.
+		if err := os.Mkdir(filepath.Join(s.Dir, b), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	s.URL = "http://" + addr
+	cmd := exec.Command(binary(t, "VERSITYGW", "versitygw-*"), "--port", addr, "--region", s.Region, "posix", s.Dir)
+	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
+	start(t, cmd, addr)
+	return s
+}
+
+// CredentialsFile is an AWS shared credentials file for the server's root user under profile.
+func (s *S3) CredentialsFile(profile string) []byte {
+	return fmt.Appendf(nil, "[%s]\naws_access_key_id = %s\naws_secret_access_key = %s\n", profile, s.AccessKey, s.SecretKey)
+}
