@@ -68,6 +68,13 @@ test: verify unit ## Everything CI runs: verify, then all tests against a real k
 unit: envtest-bins $(VERSITYGW) debian-packages ## Run the Go tests (envtest uses bin/k8s).
 	go test $(GO_TEST_FLAGS) ./...
 
+##@ Benchmarks
+
+.PHONY: bench
+bench: $(CRANE) debian-packages ## Measure backup and restore against crane and skopeo on a local registry; prints a table.
+	go build -o $(BIN)/bench ./test/bench
+	$(BIN)/bench -crane $(CRANE) -skopeo skopeo
+
 ##@ Tools (built from the Go module proxy, cached in bin/)
 
 # Peers the tests run for real that Debian packages: skopeo reads exported OCI layouts, and

@@ -95,7 +95,11 @@ func TestOpenRefusesBadLocations(t *testing.T) {
 			c.Config = map[string]string{"region": "r", "s3ForcePathStyle": "yes please"}
 			return c
 		}(), `config s3ForcePathStyle: "yes please" is not a boolean`},
-		{"credentials without the profile", func() bucket.Config { c := good; c.Config = map[string]string{"region": "r", "profile": "missing"}; return c }(), `profile "missing"`},
+		{"credentials without the profile", func() bucket.Config {
+			c := good
+			c.Config = map[string]string{"region": "r", "profile": "missing"}
+			return c
+		}(), `profile "missing"`},
 		{"malformed credentials", func() bucket.Config { c := good; c.Credentials = []byte("[default]\nnot a key file"); return c }(), "loading AWS credentials"},
 		{"a CA bundle without certificates", func() bucket.Config { c := good; c.CACert = []byte("not PEM"); return c }(), "CA bundle holds no PEM certificate"},
 		{"azure without storage account", bucket.Config{Provider: "azure", Bucket: "b"}, "config storageAccount is required"},

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -124,7 +125,9 @@ func ociImage(t *testing.T) v1.Image {
 	return mutate.ConfigMediaType(img, types.OCIConfigJSON)
 }
 
-func multiPlatform(t *testing.T) v1.ImageIndex { return must[v1.ImageIndex](t)(random.Index(512, 2, 3)) }
+func multiPlatform(t *testing.T) v1.ImageIndex {
+	return must[v1.ImageIndex](t)(random.Index(512, 2, 3))
+}
 
 func dockerManifestList(t *testing.T) v1.ImageIndex {
 	return mutate.IndexMediaType(multiPlatform(t), types.DockerManifestList)
@@ -178,7 +181,11 @@ func (f fixture) blobObjects(t *testing.T) (n int, size int64) {
 }
 
 func newCopier(t *testing.T, s *imagestore.Store) *copier.Copier {
-	c, err := copier.New(s, copier.Options{Backoff: remote.Backoff{Duration: 1, Factor: 1, Steps: 4}})
+	return newCopierWithProgress(t, s, nil)
+}
+
+func newCopierWithProgress(t *testing.T, s *imagestore.Store, progress func(copier.Stats)) *copier.Copier {
+	c, err := copier.New(s, copier.Options{Backoff: remote.Backoff{Duration: 1, Factor: 1, Steps: 4}, Progress: progress})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +241,18 @@ func TestRoundTripKeepsEveryByteAndStoresSharedLayersOnce(t *testing.T) {
 		"app/shared-two": shared[1],
 	}
 
-	c := newCopier(t, f.store)
+	var mu sync.Mutex
+	var last copier.Stats
+	calls := 0
+	c := newCopierWithProgress(t, f.store, func(s copier.Stats) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if s.BytesTotal < last.BytesTotal {
+			t.Errorf("progress went backwards: %+v after %+v", s, last)
+		}
+		last = s
+	})
 	stored := map[string]v1.Descriptor{}
 	var all []remote.Taggable
 	for path, tg := range images {
@@ -258,6 +276,9 @@ func TestRoundTripKeepsEveryByteAndStoresSharedLayersOnce(t *testing.T) {
 	}
 	if st := c.Stats(); st.BytesUploaded != wantBytes || st.BlobsUploaded != int64(len(want)) {
 		t.Errorf("copier stats %+v, want %d blobs and %d bytes uploaded", st, len(want), wantBytes)
+	}
+	if int64(calls) != c.Stats().BlobsTotal || last != c.Stats() {
+		t.Errorf("progress called %d times ending at %+v, want once per blob (%d) ending at %+v", calls, last, c.Stats().BlobsTotal, c.Stats())
 	}
 
 	p := newPusher(t, f.store)
@@ -413,5 +434,54 @@ func TestCorruptBlobInTheBucketFailsVerifyAndRestore(t *testing.T) {
 	}
 	if _, err := remote.Head(repo.Tag("latest")); err == nil {
 		t.Errorf("the registry holds a tag for an image restored from a corrupt blob")
+	}
+}
+
+func TestCopyWithABearerToken(t *testing.T) {
+	const token = "projected-service-account-token"
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	var realm string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			// As OpenShift's registry does; with a token already in hand the client never asks
+			// the realm for one.
+			w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	realm = srv.URL + "/openshift/token"
+	img := dockerImage(t)
+	repo := must[name.Repository](t)(name.NewRepository(strings.TrimPrefix(srv.URL, "http://") + "/app/img"))
+	ref := repo.Digest(must[v1.Hash](t)(img.Digest()).String())
+	auth := authn.FromConfig(authn.AuthConfig{RegistryToken: token})
+	if err := remote.Write(ref, img, remote.WithAuth(auth)); err != nil {
+		t.Fatal(err)
+	}
+	f := newStore(t)
+	for _, tt := range []struct {
+		name    string
+		auth    authn.Authenticator
+		wantErr bool
+	}{
+		{"anonymous is refused", nil, true},
+		{"the wrong token is refused", authn.FromConfig(authn.AuthConfig{RegistryToken: "wrong"}), true},
+		{"the token is accepted", auth, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := copier.New(f.store, copier.Options{Auth: tt.auth})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Copy(context.Background(), ref)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("Copy error = %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), token) {
+				t.Errorf("error reveals the token: %v", err)
+			}
+		})
 	}
 }

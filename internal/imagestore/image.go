@@ -46,9 +46,9 @@ type storedImage struct {
 	config   []byte
 }
 
-func (i *storedImage) RawConfigFile() ([]byte, error)    { return i.config, nil }
+func (i *storedImage) RawConfigFile() ([]byte, error)      { return i.config, nil }
 func (i *storedImage) MediaType() (types.MediaType, error) { return i.desc.MediaType, nil }
-func (i *storedImage) RawManifest() ([]byte, error)      { return i.raw, nil }
+func (i *storedImage) RawManifest() ([]byte, error)        { return i.raw, nil }
 
 // Descriptor keeps the descriptor the image was found by, annotations and platform included.
 func (i *storedImage) Descriptor() (*v1.Descriptor, error) { d := i.desc; return &d, nil }
@@ -75,8 +75,8 @@ type storedBlob struct {
 	desc v1.Descriptor
 }
 
-func (b *storedBlob) Digest() (v1.Hash, error)           { return b.desc.Digest, nil }
-func (b *storedBlob) Size() (int64, error)               { return b.desc.Size, nil }
+func (b *storedBlob) Digest() (v1.Hash, error)            { return b.desc.Digest, nil }
+func (b *storedBlob) Size() (int64, error)                { return b.desc.Size, nil }
 func (b *storedBlob) MediaType() (types.MediaType, error) { return b.desc.MediaType, nil }
 
 // Descriptor keeps the layer's descriptor (annotations, URLs) as the manifest gives it.

@@ -9,14 +9,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
 	"time"
 
 	"github.com/openshift/oadp-imagestreams-backup/test/testenv"
 )
 
+// TB is the part of testing.TB the servers need, so that benchmarks run outside `go test`
+// can start them too.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	TempDir() string
+	Cleanup(func())
+}
+
 // binary finds a tool: the path in env var, else the only bin/<pattern> built by make.
-func binary(t testing.TB, env, pattern string) string {
+func binary(t TB, env, pattern string) string {
 	t.Helper()
 	if p := os.Getenv(env); p != "" {
 		return p
@@ -32,7 +41,7 @@ func binary(t testing.TB, env, pattern string) string {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t testing.TB) int {
+func freePort(t TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,7 +52,7 @@ func freePort(t testing.TB) int {
 }
 
 // start runs cmd until the test ends and waits until addr accepts connections.
-func start(t testing.TB, cmd *exec.Cmd, addr string) {
+func start(t TB, cmd *exec.Cmd, addr string) {
 	t.Helper()
 	log, err := os.Create(filepath.Join(t.TempDir(), filepath.Base(cmd.Path)+".log"))
 	if err != nil {
@@ -87,7 +96,7 @@ type S3 struct {
 }
 
 // StartS3 starts versitygw with a posix backend and one bucket per name in buckets.
-func StartS3(t testing.TB, buckets ...string) *S3 {
+func StartS3(t TB, buckets ...string) *S3 {
 	t.Helper()
 	s := &S3{Region: "us-east-1", AccessKey: "testaccess", SecretKey: "testsecret-" + fmt.Sprint(time.Now().UnixNano()), Dir: t.TempDir()}
 	for _, b := range buckets {

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -22,7 +21,7 @@ type Registry struct {
 
 // StartRegistry starts Debian's docker-registry (distribution 2.8) on 127.0.0.1 with storage in
 // a temporary directory, requiring basic auth when auth is true.
-func StartRegistry(t testing.TB, auth bool) *Registry {
+func StartRegistry(t TB, auth bool) *Registry {
 	t.Helper()
 	r := &Registry{Host: fmt.Sprintf("127.0.0.1:%d", freePort(t)), Dir: t.TempDir()}
 	cfg := fmt.Sprintf(`version: 0.1

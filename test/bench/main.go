@@ -1,0 +1,331 @@
+// Command bench measures the copier and pusher against crane and skopeo on the same images in
+// one run, all against a distribution registry on 127.0.0.1, and prints a table. It is run by
+// `make bench`; it is not a pass/fail test.
+//
+// Every tool runs as its own process so that wall time, CPU seconds and peak RSS are measured
+// the same way for each; ours runs as this binary's `copy` and `restore` subcommands.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/openshift/oadp-imagestreams-backup/test/peers"
+)
+
+func main() {
+	log.SetFlags(0)
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "copy":
+			runCopy(os.Args[2:])
+			return
+		case "restore":
+			runRestore(os.Args[2:])
+			return
+		case "measure":
+			runMeasure(os.Args[2:])
+			return
+		}
+	}
+	crane := flag.String("crane", "crane", "crane binary")
+	skopeo := flag.String("skopeo", "skopeo", "skopeo binary")
+	jobs := flag.Int("jobs", 4, "blobs our copier moves at once")
+	rounds := flag.Int("rounds", 3, "times each measurement runs; the table shows the median")
+	scale := flag.Int64("layer-mib", 256, "size of each of the four large layers in scenario (a)")
+	flag.Parse()
+	if err := run(*crane, *skopeo, *jobs, *rounds, *scale<<20); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// scenario is a set of images in the source registry.
+type scenario struct {
+	name   string
+	refs   []name.Digest
+	blobs  int   // unique blobs, manifests and configs included
+	bytes  int64 // unique bytes
+	images []v1.Image
+}
+
+type row struct {
+	scenario, tool string
+	wall, cpu      time.Duration
+	rss            int64 // KiB
+	written        int64
+	blobs          int
+	bytes          int64
+}
+
+func run(crane, skopeo string, jobs, rounds int, bigLayer int64) error {
+	env := newEnv()
+	defer env.cleanup()
+	src := peers.StartRegistry(env, false)
+	work := env.TempDir()
+	rng := rand.New(rand.NewChaCha8([32]byte{1}))
+
+	layer := func(size int64) v1.Layer {
+		b := make([]byte, size)
+		for i := 0; i+8 <= len(b); i += 8 {
+			v := rng.Uint64()
+			for j := range 8 {
+				b[i+j] = byte(v >> (8 * j))
+			}
+		}
+		return static.NewLayer(b, types.OCILayer)
+	}
+	image := func(layers ...v1.Layer) v1.Image {
+		img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), layers...)
+		if err != nil {
+			log.Fatal(err)
+		}
+		return img
+	}
+
+	log.Printf("preparing images in %s", src.Host)
+	big := make([]v1.Layer, 4)
+	for i := range big {
+		big[i] = layer(bigLayer)
+	}
+	small := make([]v1.Layer, 500)
+	for i := range small {
+		small[i] = layer(64 << 10)
+	}
+	base := []v1.Layer{layer(8 << 20), layer(8 << 20), layer(8 << 20)}
+	var shared []v1.Image
+	for range 20 {
+		shared = append(shared, image(append(append([]v1.Layer{}, base...), layer(1<<20))...))
+	}
+	scenarios := []*scenario{
+		{name: "(a) 4 x 256 MiB layers", images: []v1.Image{image(big...)}},
+		{name: "(b) 500 x 64 KiB layers", images: []v1.Image{image(small...)}},
+		{name: "(c) 20 images, 3 shared base layers", images: shared},
+	}
+	if bigLayer != 256<<20 {
+		scenarios[0].name = fmt.Sprintf("(a) 4 x %d MiB layers", bigLayer>>20)
+	}
+	for i, s := range scenarios {
+		seen := map[v1.Hash]bool{}
+		for j, img := range s.images {
+			repo, _ := name.NewRepository(fmt.Sprintf("%s/bench%d/img%d", src.Host, i, j))
+			h, _ := img.Digest()
+			ref := repo.Digest(h.String())
+			if err := remote.Write(ref, img, remote.WithJobs(8)); err != nil {
+				return fmt.Errorf("pushing %s: %w", ref, err)
+			}
+			s.refs = append(s.refs, ref)
+			count := func(h v1.Hash, size int64) {
+				if !seen[h] {
+					seen[h] = true
+					s.blobs++
+					s.bytes += size
+				}
+			}
+			m, _ := img.Manifest()
+			raw, _ := img.RawManifest()
+			count(h, int64(len(raw)))
+			count(m.Config.Digest, m.Config.Size)
+			for _, l := range m.Layers {
+				count(l.Digest, l.Size)
+			}
+		}
+	}
+
+	self, _ := os.Executable()
+	refs := func(s *scenario) (out []string) {
+		for _, r := range s.refs {
+			out = append(out, r.String())
+		}
+		return out
+	}
+	// Figures on a 2-core machine wander by 20% from run to run (disk flushes, the registry's
+	// own hashing), so every measurement runs `rounds` times, tools taking turns going first,
+	// and the table shows each one's median by wall time.
+	results := map[[2]string][]row{}
+	var order [][2]string
+	measure := func(s *scenario, label, tool, dir string, cmd *exec.Cmd) error {
+		before := dirSize(dir)
+		r, err := runMeasured(cmd)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", label, tool, err)
+		}
+		r.scenario, r.tool, r.written, r.blobs, r.bytes = label, tool, dirSize(dir)-before, s.blobs, s.bytes
+		key := [2]string{label, tool}
+		if results[key] == nil {
+			order = append(order, key)
+		}
+		results[key] = append(results[key], r)
+		log.Printf("%-40s %-12s %8.2fs", label, tool, r.wall.Seconds())
+		return nil
+	}
+	type tool struct {
+		name string
+		cmd  func(s *scenario, dir string, i int) *exec.Cmd
+	}
+	backupTools := []tool{
+		{"ours", func(s *scenario, dir string, _ int) *exec.Cmd {
+			return exec.Command(self, append([]string{"copy", "-bucket", dir, "-jobs", fmt.Sprint(jobs)}, refs(s)...)...)
+		}},
+		{"crane pull", func(s *scenario, dir string, _ int) *exec.Cmd {
+			return exec.Command(crane, append(append([]string{"pull", "--format=oci"}, refs(s)...), dir)...)
+		}},
+		{"skopeo copy", func(s *scenario, dir string, _ int) *exec.Cmd {
+			var script strings.Builder
+			for j, r := range refs(s) {
+				fmt.Fprintf(&script, "%s copy -q --src-tls-verify=false docker://%s oci:%s:img%d || exit 1\n", skopeo, r, dir, j)
+			}
+			return exec.Command("sh", "-c", script.String())
+		}},
+	}
+	for round := range rounds {
+		for i, s := range scenarios {
+			for k := range backupTools {
+				t := backupTools[(k+round)%len(backupTools)]
+				dir := filepath.Join(work, fmt.Sprintf("r%d-s%d-%s", round, i, strings.Fields(t.name)[0]))
+				if err := measure(s, s.name, t.name, dir, t.cmd(s, dir, i)); err != nil {
+					return err
+				}
+				if i == 2 {
+					if err := measure(s, "(d) re-backup of (c)", t.name, dir, t.cmd(s, dir, i)); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		// (e) restore of (a) into empty registries.
+		a := scenarios[0]
+		restores := []func() error{
+			func() error {
+				r := peers.StartRegistry(env, false)
+				return measure(a, "(e) restore of (a)", "ours", r.Dir, exec.Command(self, "restore", "-bucket", filepath.Join(work, fmt.Sprintf("r%d-s0-ours", round)), "-registry", r.Host, "-jobs", fmt.Sprint(jobs)))
+			},
+			func() error {
+				r := peers.StartRegistry(env, false)
+				return measure(a, "(e) restore of (a)", "crane push", r.Dir, exec.Command(crane, "push", filepath.Join(work, fmt.Sprintf("r%d-s0-crane", round)), r.Host+"/bench0/img0:latest"))
+			},
+		}
+		for k := range restores {
+			if err := restores[(k+round)%len(restores)](); err != nil {
+				return err
+			}
+		}
+	}
+	var rows []row
+	for _, key := range order {
+		rs := results[key]
+		sort.Slice(rs, func(i, j int) bool { return rs[i].wall < rs[j].wall })
+		rows = append(rows, rs[len(rs)/2])
+	}
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\ttool\tMiB/s\tblobs/s\tbytes written\tpeak RSS MiB\tCPU s\twall s\t")
+	for _, r := range rows {
+		secs := r.wall.Seconds()
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%d\t%.1f\t%.2f\t%.2f\t\n", r.scenario, r.tool,
+			float64(r.bytes)/(1<<20)/secs, float64(r.blobs)/secs, r.written, float64(r.rss)/1024, r.cpu.Seconds(), secs)
+	}
+	return tw.Flush()
+}
+
+// runMeasured runs cmd under this binary's measure subcommand and reads its resource use.
+// The indirection keeps the figures honest: Linux carries a process's peak RSS across exec,
+// and this process holds every test image in memory, so a tool started from here directly
+// would report this process's peak; started from the small measure process it reports its own.
+func runMeasured(cmd *exec.Cmd) (row, error) {
+	self, _ := os.Executable()
+	m := exec.Command(self, append([]string{"measure", cmd.Path}, cmd.Args[1:]...)...)
+	var stderr strings.Builder
+	m.Stderr = &stderr
+	out, err := m.Output()
+	if err != nil {
+		return row{}, fmt.Errorf("%v: %s", err, stderr.String())
+	}
+	var r struct {
+		Wall, CPU time.Duration
+		RSS       int64
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return row{}, fmt.Errorf("reading measurement %q: %w", out, err)
+	}
+	return row{wall: r.Wall, cpu: r.CPU, rss: r.RSS}, nil
+}
+
+// runMeasure runs a command and prints its wall time, CPU time and peak RSS (KiB) as JSON;
+// wait4's figures include the children the command waited for, such as skopeo under sh.
+func runMeasure(args []string) {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		log.Fatalf("%s: %v", args[0], err)
+	}
+	wall := time.Since(start)
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	_ = json.NewEncoder(os.Stdout).Encode(map[string]int64{"Wall": int64(wall), "CPU": ru.Utime.Nano() + ru.Stime.Nano(), "RSS": ru.Maxrss})
+}
+
+func dirSize(dir string) (n int64) {
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
+
+// env lets the peers package start servers outside `go test`.
+type env struct {
+	cleanups []func()
+	root     string
+}
+
+func newEnv() *env {
+	dir, err := os.MkdirTemp("", "bench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	return &env{root: dir}
+}
+
+func (e *env) Helper()                           {}
+func (e *env) Fatal(args ...any)                 { e.cleanup(); log.Fatal(args...) }
+func (e *env) Fatalf(format string, args ...any) { e.cleanup(); log.Fatalf(format, args...) }
+func (e *env) Cleanup(f func())                  { e.cleanups = append(e.cleanups, f) }
+func (e *env) TempDir() string {
+	d, err := os.MkdirTemp(e.root, "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	return d
+}
+
+func (e *env) cleanup() {
+	for i := len(e.cleanups) - 1; i >= 0; i-- {
+		e.cleanups[i]()
+	}
+	e.cleanups = nil
+	_ = os.RemoveAll(e.root)
+}
