@@ -22,6 +22,7 @@ CRANE        := $(BIN)/crane-$(CRANE_VERSION)
 
 GO_TEST_FLAGS ?= -race -count=1
 OPENSHIFT_API_DIR = $(shell go list -m -f '{{.Dir}}' github.com/openshift/api)
+VELERO_DIR = $(shell go list -m -f '{{.Dir}}' github.com/vmware-tanzu/velero)
 
 # Tests find the tools through these.
 export KUBEBUILDER_ASSETS := $(ENVTEST_DIR)
@@ -40,10 +41,13 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy functions for the API types.
 	$(CONTROLLER_GEN) object paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs into deploy/crd and copy the OpenShift CRDs the tests install.
+manifests: $(CONTROLLER_GEN) ## Generate CRDs into deploy/crd, the worker's role into deploy/rbac, and copy the CRDs the tests install.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:dir=deploy/crd
+	$(CONTROLLER_GEN) rbac:roleName=imagestreams-backup-worker paths=./internal/controller/... output:rbac:dir=deploy/rbac
 	install -m 0644 $(OPENSHIFT_API_DIR)/config/v1/zz_generated.crd-manifests/0000_10_config-operator_01_images.crd.yaml \
 		test/crds/config.openshift.io_images.yaml
+	for crd in backups backupstoragelocations restores; do \
+		install -m 0644 $(VELERO_DIR)/config/crd/v1/bases/velero.io_$$crd.yaml test/crds/velero.io_$$crd.yaml; done
 
 .PHONY: fmt
 fmt: ## Format the Go code.

@@ -232,3 +232,13 @@ func retry(ctx context.Context, b remote.Backoff, f func() error) error {
 		delay = time.Duration(float64(delay) * b.Factor)
 	}
 }
+
+// Ping checks that the registry answers and accepts the credentials.
+func Ping(ctx context.Context, reg name.Registry, opts Options) error {
+	rt, err := opts.roundTripper()
+	if err != nil {
+		return err
+	}
+	_, err = transport.NewWithContext(ctx, reg, opts.auth(), rt, nil)
+	return err
+}

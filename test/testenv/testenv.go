@@ -15,6 +15,7 @@ import (
 
 	configv1 "github.com/openshift/api/config/v1"
 	imagev1 "github.com/openshift/api/image/v1"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
@@ -32,8 +33,8 @@ type Environment struct {
 	Config *rest.Config
 	// Client is a controller-runtime client over Scheme.
 	Client client.Client
-	// Scheme knows core Kubernetes kinds, this project's API, and the OpenShift image and
-	// config kinds.
+	// Scheme knows core Kubernetes kinds, this project's API, Velero's, and the OpenShift
+	// image and config kinds.
 	Scheme *k8sruntime.Scheme
 
 	env *envtest.Environment
@@ -54,6 +55,7 @@ func NewScheme() (*k8sruntime.Scheme, error) {
 		oadpv1alpha1.AddToScheme,
 		configv1.Install,
 		imagev1.Install,
+		velerov1.AddToScheme,
 	} {
 		if err := add(s); err != nil {
 			return nil, err

@@ -1,0 +1,76 @@
+package controller
+
+import (
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
+)
+
+// Reasons for one image's failure.
+const (
+	ReasonImageNotFound       = "ImageNotFound"
+	ReasonUnauthorized        = "Unauthorized"
+	ReasonDigestMismatch      = "DigestMismatch"
+	ReasonRegistryUnavailable = "RegistryUnavailable"
+	ReasonInvalidReference    = "InvalidReference"
+	ReasonCopyFailed          = "CopyFailed"
+)
+
+// failureReason classifies a copy error for status.failures.
+func failureReason(err error) string {
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		for _, d := range terr.Errors {
+			switch d.Code {
+			case transport.ManifestUnknownErrorCode, transport.BlobUnknownErrorCode, transport.NameUnknownErrorCode:
+				return ReasonImageNotFound
+			case transport.UnauthorizedErrorCode, transport.DeniedErrorCode:
+				return ReasonUnauthorized
+			}
+		}
+		switch terr.StatusCode {
+		case 404:
+			return ReasonImageNotFound
+		case 401, 403:
+			return ReasonUnauthorized
+		}
+		if terr.StatusCode >= 500 {
+			return ReasonRegistryUnavailable
+		}
+	}
+	var mismatch *imagestore.DigestMismatchError
+	if errors.As(err, &mismatch) {
+		return ReasonDigestMismatch
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) {
+		return ReasonRegistryUnavailable
+	}
+	return ReasonCopyFailed
+}
+
+// failures is a bounded list of per-image failures.
+type failures struct {
+	list  []oadpv1alpha1.ImageFailure
+	count int64
+}
+
+func (f *failures) add(namespace, imageStream, ref string, err error) {
+	f.count++
+	if len(f.list) >= oadpv1alpha1.MaxFailures {
+		return
+	}
+	msg := err.Error()
+	if len(msg) > 1000 {
+		msg = msg[:1000] + "..."
+	}
+	f.list = append(f.list, oadpv1alpha1.ImageFailure{
+		Namespace: namespace, ImageStream: imageStream, DockerImageReference: ref,
+		Reason: failureReason(err), Message: strings.ToValidUTF8(msg, "?"),
+	})
+}

@@ -1,0 +1,88 @@
+package controller
+
+import (
+	"fmt"
+
+	"github.com/go-logr/logr"
+
+	configv1 "github.com/openshift/api/config/v1"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+)
+
+// ManagerOptions configure NewManager.
+type ManagerOptions struct {
+	Config
+	MetricsAddress, HealthProbeAddress string
+	LeaderElection                     bool
+	// Logger is the worker's logger; controller-runtime's global logger when zero.
+	Logger logr.Logger
+	// SeveralPerProcess lets one process run several workers one after another, as tests
+	// do; controller-runtime otherwise refuses a controller name it has seen.
+	SeveralPerProcess bool
+}
+
+// Scheme knows every kind the worker reads or writes.
+func Scheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, oadpv1alpha1.AddToScheme, velerov1.AddToScheme, configv1.Install} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// NewManager builds the worker: both reconcilers, watching ImageStreamsBackups and
+// ImageStreamsRestores in the worker's own namespace only, with health probes and metrics.
+func NewManager(cfg *rest.Config, o ManagerOptions) (manager.Manager, error) {
+	if o.Namespace == "" {
+		return nil, fmt.Errorf("the worker's namespace is unknown: set POD_NAMESPACE or --namespace")
+	}
+	if o.VeleroNamespace == "" {
+		o.VeleroNamespace = o.Namespace
+	}
+	scheme, err := Scheme()
+	if err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  scheme,
+		Logger:                  o.Logger,
+		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddress},
+		HealthProbeBindAddress:  o.HealthProbeAddress,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        "imagestreams-backup-worker.oadp.openshift.io",
+		LeaderElectionNamespace: o.Namespace,
+		// Only the worker's own namespace is cached: resources elsewhere are never seen, and
+		// the worker needs no cluster-wide list rights.
+		Cache:      cache.Options{DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}},
+		Controller: config.Controller{SkipNameValidation: &o.SeveralPerProcess},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	if err := (&BackupReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("imagestreams-backup-worker"), Config: o.Config}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the ImageStreamsBackup controller: %w", err)
+	}
+	if err := (&RestoreReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("imagestreams-backup-worker"), Config: o.Config}).SetupWithManager(mgr); err != nil {
+		return nil, fmt.Errorf("setting up the ImageStreamsRestore controller: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}

@@ -1,0 +1,148 @@
+// Package location resolves an ImageStreamsBackup's or ImageStreamsRestore's backupLocation
+// into an object store: a Velero BackupStorageLocation by name, the default one, or a location
+// described inline, with its credentials read from a Secret in the Velero namespace.
+package location
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
+)
+
+// DefaultCredentialsSecret is the Secret Velero reads when a location names none; its key
+// "cloud" holds the provider's credentials file.
+const (
+	DefaultCredentialsSecret = "cloud-credentials"
+	DefaultCredentialsKey    = "cloud"
+)
+
+// Reasons a location cannot be used, as they appear on a resource's conditions.
+const (
+	ReasonLocationNotFound    = "BackupLocationNotFound"
+	ReasonCredentialsNotFound = "CredentialsNotFound"
+	ReasonInvalidLocation     = "InvalidBackupLocation"
+)
+
+// Error is a location that cannot be used, with the condition reason that says why.
+type Error struct {
+	Reason string
+	Err    error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+func fail(reason, format string, args ...any) error {
+	return &Error{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// Location is a resolved object store location.
+type Location struct {
+	// Name labels the location in messages: the BackupStorageLocation's name, or "inline".
+	Name   string
+	Bucket bucket.Config
+	// Prefix is the location's prefix in the bucket; the store lives under
+	// <Prefix>/plugins/imagestreams/.
+	Prefix string
+}
+
+// Resolve reads loc (nil means Velero's default location) from the Velero namespace with c.
+// Credentials end up only in the returned Location, never in errors.
+func Resolve(ctx context.Context, c client.Reader, veleroNamespace string, loc *oadpv1alpha1.BackupLocation) (*Location, error) {
+	if loc != nil && loc.Velero != nil {
+		v := loc.Velero
+		out := &Location{Name: "inline", Prefix: v.ObjectStorage.Prefix, Bucket: bucket.Config{
+			Provider: v.Provider, Bucket: v.ObjectStorage.Bucket, Config: v.Config, CACert: v.ObjectStorage.CACert,
+		}}
+		if loc.Name != "" {
+			out.Name = loc.Name
+		}
+		return out, readCredentials(ctx, c, veleroNamespace, v.Credential, out)
+	}
+	bsl, err := findBSL(ctx, c, veleroNamespace, loc)
+	if err != nil {
+		return nil, err
+	}
+	if bsl.Spec.ObjectStorage == nil {
+		return nil, fail(ReasonInvalidLocation, "BackupStorageLocation %s/%s has no objectStorage", veleroNamespace, bsl.Name)
+	}
+	out := &Location{Name: bsl.Name, Prefix: bsl.Spec.ObjectStorage.Prefix, Bucket: bucket.Config{
+		Provider: bsl.Spec.Provider, Bucket: bsl.Spec.ObjectStorage.Bucket, Config: bsl.Spec.Config, CACert: bsl.Spec.ObjectStorage.CACert,
+	}}
+	if ca := bsl.Spec.Config["caCert"]; len(out.Bucket.CACert) == 0 && ca != "" {
+		out.Bucket.CACert = []byte(ca)
+	}
+	return out, readCredentials(ctx, c, veleroNamespace, bsl.Spec.Credential, out)
+}
+
+func findBSL(ctx context.Context, c client.Reader, ns string, loc *oadpv1alpha1.BackupLocation) (*velerov1.BackupStorageLocation, error) {
+	if loc != nil && loc.Name != "" {
+		bsl := &velerov1.BackupStorageLocation{}
+		err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: loc.Name}, bsl)
+		if apierrors.IsNotFound(err) {
+			return nil, fail(ReasonLocationNotFound, "BackupStorageLocation %s/%s not found", ns, loc.Name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading BackupStorageLocation %s/%s: %w", ns, loc.Name, err)
+		}
+		return bsl, nil
+	}
+	list := &velerov1.BackupStorageLocationList{}
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return nil, fmt.Errorf("listing BackupStorageLocations in %s: %w", ns, err)
+	}
+	for i := range list.Items {
+		if list.Items[i].Spec.Default {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, fail(ReasonLocationNotFound, "no backupLocation given and no BackupStorageLocation in %s is marked default", ns)
+}
+
+func readCredentials(ctx context.Context, c client.Reader, ns string, sel *corev1.SecretKeySelector, out *Location) error {
+	name, key, explicit := DefaultCredentialsSecret, DefaultCredentialsKey, false
+	if sel != nil && sel.Name != "" {
+		name, key, explicit = sel.Name, sel.Key, true
+	}
+	secret := &corev1.Secret{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, secret)
+	switch {
+	case apierrors.IsNotFound(err) && !explicit:
+		// Velero's default Secret is optional: without it the provider's own chain applies
+		// (environment, workload identity).
+		return nil
+	case apierrors.IsNotFound(err):
+		return fail(ReasonCredentialsNotFound, "credentials Secret %s/%s of location %s not found", ns, name, out.Name)
+	case err != nil:
+		return fmt.Errorf("reading credentials Secret %s/%s: %w", ns, name, err)
+	}
+	data, ok := secret.Data[key]
+	if !ok {
+		return fail(ReasonCredentialsNotFound, "credentials Secret %s/%s has no key %q", ns, name, key)
+	}
+	out.Bucket.Credentials = data
+	return nil
+}
+
+// Reason returns the condition reason of a location error, or fallback.
+func Reason(err error, fallback string) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return fallback
+}
+
+// Describe is a short, credential-free description of the location for messages.
+func (l *Location) Describe() string {
+	return fmt.Sprintf("%s (%s://%s/%s)", l.Name, strings.TrimPrefix(l.Bucket.Provider, "velero.io/"), l.Bucket.Bucket, strings.Trim(l.Prefix, "/"))
+}
