@@ -34,6 +34,14 @@ func must[T any](v T, err error) T {
 
 func layer(t *testing.T, size int64) v1.Layer { return must(random.Layer(size, types.DockerLayer)) }
 
+func layerList(t *testing.T, n int) []v1.Layer {
+	var out []v1.Layer
+	for range n {
+		out = append(out, layer(t, 32<<10))
+	}
+	return out
+}
+
 func imageOn(t *testing.T, base []v1.Layer) v1.Image {
 	return must(mutate.AppendLayers(empty.Image, append(append([]v1.Layer{}, base...), layer(t, 4096))...))
 }

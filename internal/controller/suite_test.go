@@ -24,6 +24,7 @@ import (
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
@@ -211,13 +212,16 @@ func (c *cluster) store() *imagestore.Store {
 	return s
 }
 
-// waitFor polls obj until cond holds.
-func waitFor[T ctrl.Object](t *testing.T, obj T, timeout time.Duration, what string, cond func(T) bool) T {
+// allowGone makes waitFor succeed once the object no longer exists.
+const allowGone = true
+
+// waitFor polls obj until cond holds (or, with allowGone, until obj is deleted).
+func waitFor[T ctrl.Object](t *testing.T, obj T, timeout time.Duration, what string, cond func(T) bool, gone ...bool) T {
 	t.Helper()
 	var last T
 	err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		if err := env.Client.Get(ctx, ctrl.ObjectKeyFromObject(obj), obj); err != nil {
-			return false, nil
+			return len(gone) > 0 && gone[0] && apierrors.IsNotFound(err), nil
 		}
 		last = obj
 		return cond(obj), nil

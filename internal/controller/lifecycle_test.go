@@ -1,0 +1,192 @@
+package controller_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
+)
+
+// slowBackup prepares an image of eight 1 MiB layers behind a proxy that serves blobs slowly,
+// and a backup of it through the proxy.
+func slowBackup(t *testing.T, c *cluster, name string) (*countingProxy, *oadpv1alpha1.ImageStreamsBackup, v1.Image) {
+	var layers []v1.Layer
+	for range 8 {
+		layers = append(layers, layer(t, 1<<20))
+	}
+	img := imageOn(t, layers)
+	proxy := newCountingProxy(t, c.registry.Host)
+	r := strings.Replace(c.push("app/big", img, c.registry.Host), c.registry.Host, proxy.host(), 1)
+	proxy.delay.Store(int64(8 * time.Millisecond))
+	return proxy, newBackup(c.ns, name, oadpv1alpha1.ImageStream{Name: "big", Namespace: "app",
+		DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r, "latest")}}), img
+}
+
+func TestAStoppedWorkerResumesWithoutUploadingTwice(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	proxy, isb, img := slowBackup(t, c, "resumed")
+	o := c.workerOptions()
+	o.Registry.Host = proxy.host()
+	stop := c.startWorker(o)
+	c.create(isb)
+	waitFor(t, isb, 30*time.Second, "a blob uploaded", func(b *oadpv1alpha1.ImageStreamsBackup) bool { return b.Status.Progress.BlobsUploaded >= 1 })
+	stop()
+	if got := must(c.store().Backups(ctx)); len(got) != 0 {
+		t.Fatalf("an interrupted backup wrote its index: %v", got)
+	}
+
+	c.startWorker(o)
+	waitFor(t, isb, time.Minute, "backup Completed after the restart", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+	var layerBytes, largest int64
+	for _, l := range must(img.Layers()) {
+		size := must(l.Size())
+		layerBytes += size
+		largest = max(largest, size)
+	}
+	configSize := must(img.Manifest()).Config.Size
+	// Blobs in flight when the worker stopped are fetched again; nothing else is.
+	limit := layerBytes + configSize + int64(o.Registry.Jobs)*largest
+	if got := proxy.blobBytes.Load(); got < layerBytes || got > limit {
+		t.Errorf("registry served %d blob bytes over both runs; want the %d unique bytes plus at most %d in flight", got, layerBytes, limit-layerBytes)
+	}
+	if isb.Status.Progress.BlobsSkipped == 0 {
+		t.Errorf("the resumed run skipped no blob: %+v", isb.Status.Progress)
+	}
+	if _, err := c.store().Verify(ctx, "resumed"); err != nil {
+		t.Errorf("verify after resume: %v", err)
+	}
+}
+
+func TestCancelStopsTheCopyAndWritesNoIndex(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	proxy, isb, _ := slowBackup(t, c, "canceled")
+	o := c.workerOptions()
+	o.Registry.Host = proxy.host()
+	c.startWorker(o)
+	c.create(isb)
+	waitFor(t, isb, 30*time.Second, "backup InProgress", backupPhase(oadpv1alpha1.BackupPhaseInProgress))
+	patch := client.MergeFrom(isb.DeepCopy())
+	isb.Spec.Cancel = true
+	if err := env.Client.Patch(ctx, isb, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, isb, 30*time.Second, "backup Canceled", backupPhase(oadpv1alpha1.BackupPhaseCanceled))
+	if reason, _ := readyReason(isb.Status.Conditions); reason != controller.ReasonCanceled {
+		t.Errorf("Ready reason %s, want Canceled", reason)
+	}
+	if got := must(c.store().Backups(ctx)); len(got) != 0 {
+		t.Errorf("a canceled backup wrote an index: %v", got)
+	}
+}
+
+func TestAppendingImagesAfterCompletionCopiesOnlyThem(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	first, second := imageOn(t, nil), imageOn(t, nil)
+	r1, r2 := c.push("app/one", first, c.registry.Host), c.push("app/two", second, c.registry.Host)
+	c.startWorker(c.workerOptions())
+	isb := newBackup(c.ns, "grows", oadpv1alpha1.ImageStream{Name: "one", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r1, "latest")}})
+	c.create(isb)
+	waitFor(t, isb, 30*time.Second, "backup Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+
+	patch := client.MergeFrom(isb.DeepCopy())
+	isb.Spec.ImageStreams = append(isb.Spec.ImageStreams, oadpv1alpha1.ImageStream{Name: "two", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r2, "latest")}})
+	if err := env.Client.Patch(ctx, isb, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, isb, 30*time.Second, "the grown backup Completed", func(b *oadpv1alpha1.ImageStreamsBackup) bool {
+		return b.Status.Phase == oadpv1alpha1.BackupPhaseCompleted && b.Status.ObservedGeneration == b.Generation
+	})
+	_, wantBytes := unique(t, second)
+	if p := isb.Status.Progress; p.BytesUploaded != wantBytes || p.ImagesDone != 2 {
+		t.Errorf("progress %+v, want only the new image's %d bytes uploaded and 2 images done", p, wantBytes)
+	}
+	if entries := must(c.store().ReadIndex(ctx, "grows")); len(entries) != 2 {
+		t.Errorf("index holds %d images, want 2", len(entries))
+	}
+}
+
+func TestDeletingABackupRemovesWhatOnlyItUsed(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	base := layerList(t, 2)
+	own1, own2 := imageOn(t, base), imageOn(t, base)
+	r1, r2 := c.push("app/one", own1, c.registry.Host), c.push("app/two", own2, c.registry.Host)
+	c.startWorker(c.workerOptions())
+	b1 := newBackup(c.ns, "b1", oadpv1alpha1.ImageStream{Name: "one", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r1)}})
+	b2 := newBackup(c.ns, "b2", oadpv1alpha1.ImageStream{Name: "two", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r2)}})
+	c.create(b1)
+	c.create(b2)
+	waitFor(t, b1, 30*time.Second, "b1 Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+	waitFor(t, b2, 30*time.Second, "b2 Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+
+	if err := env.Client.Delete(ctx, b1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "b1"}}, 30*time.Second, "b1 gone", func(*oadpv1alpha1.ImageStreamsBackup) bool { return false }, allowGone)
+	store := c.store()
+	if names := must(store.Backups(ctx)); len(names) != 1 || names[0] != "b2" {
+		t.Errorf("backups after deleting b1: %v, want [b2]", names)
+	}
+	ownLayers := must(own1.Layers())
+	if ok := must(store.Has(ctx, must(ownLayers[len(ownLayers)-1].Digest()))); ok {
+		t.Errorf("the layer only b1 used is still stored")
+	}
+	for _, l := range base {
+		if ok := must(store.Has(ctx, must(l.Digest()))); !ok {
+			t.Errorf("a base layer b2 uses was deleted")
+		}
+	}
+	if _, err := store.Verify(ctx, "b2"); err != nil {
+		t.Errorf("verify b2: %v", err)
+	}
+}
+
+func TestRestoreOfASubsetAndOfAMissingBackup(t *testing.T) {
+	c := newCluster(t)
+	web, api := imageOn(t, nil), imageOn(t, nil)
+	rw, ra := c.push("app/web", web, c.registry.Host), c.push("app/api", api, c.registry.Host)
+	c.startWorker(c.workerOptions())
+	isb := newBackup(c.ns, "b1",
+		oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(rw, "latest")}},
+		oadpv1alpha1.ImageStream{Name: "api", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(ra, "latest")}})
+	c.create(isb)
+	waitFor(t, isb, 30*time.Second, "backup Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+
+	// Only web, into namespace restored, under the conventional spelling of the reference.
+	isr := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "subset"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+		ImageStreamsBackupReferenceAlias: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b1"},
+		ImageStreams:                     []oadpv1alpha1.ImageStream{{Name: "web", Namespace: "app"}},
+		NamespaceMapping:                 map[string]string{"app": "restored"},
+	}}
+	c.create(isr)
+	waitFor(t, isr, 30*time.Second, "restore Completed", restorePhase(oadpv1alpha1.RestorePhaseCompleted))
+	got, err := remote.Get(must(name.NewTag(c.registry.Host+"/restored/web:latest")), c.auth())
+	if err != nil || got.Digest.String() != digestOf(t, rw) {
+		t.Errorf("restored/web:latest = %v, %v; want %s", got, err, digestOf(t, rw))
+	}
+	if _, err := remote.Head(must(name.NewTag(c.registry.Host+"/restored/api:latest")), c.auth()); err == nil {
+		t.Errorf("api was restored though the restore did not list it")
+	}
+
+	missing := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "missing"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "no-such-backup"}}}
+	c.create(missing)
+	waitFor(t, missing, 30*time.Second, "restore Failed", restorePhase(oadpv1alpha1.RestorePhaseFailed))
+	c2 := meta.FindStatusCondition(missing.Status.Conditions, oadpv1alpha1.ConditionReady)
+	if c2 == nil || c2.Reason != controller.ReasonBackupNotFound || !strings.Contains(c2.Message, "no-such-backup") {
+		t.Errorf("Ready condition %+v, want BackupNotFound naming no-such-backup", c2)
+	}
+}
