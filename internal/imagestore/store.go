@@ -244,30 +244,6 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteTo lets io.Copy move the blob in 1 MiB chunks rather than 32 KiB reads: on a restore of
-// large layers that is a thirtieth of the system calls between the bucket and the registry.
-func (v *verifyingReader) WriteTo(w io.Writer) (int64, error) {
-	buf := bufPool.Get().(*[]byte)
-	defer bufPool.Put(buf)
-	var total int64
-	for {
-		n, err := v.Read(*buf)
-		if n > 0 {
-			m, werr := w.Write((*buf)[:n])
-			total += int64(m)
-			if werr != nil {
-				return total, werr
-			}
-		}
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
-}
-
 func (v *verifyingReader) Close() error { return v.c.Close() }
 
 // ensureLayout writes the oci-layout file the OCI image layout specification asks for.
