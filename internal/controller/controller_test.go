@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/test/peers"
@@ -182,6 +183,40 @@ func TestBackupAndRestoreRoundTrip(t *testing.T) {
 		}
 	}
 	c.assertNoSecrets(isb, isr)
+
+	// The counters reach the manager's metrics endpoint.
+	for _, m := range []struct {
+		name, kind string
+		atLeast    int64
+	}{
+		{"imagestreams_backup_bytes_copied_total", "backup", wantBytes},
+		{"imagestreams_backup_bytes_copied_total", "restore", 1},
+		{"imagestreams_backup_images_total", "backup", 4},
+	} {
+		if got := counterValue(t, m.name, m.kind); got < float64(m.atLeast) {
+			t.Errorf("metric %s{kind=%q} = %v, want at least %d", m.name, m.kind, got, m.atLeast)
+		}
+	}
+}
+
+func counterValue(t *testing.T, name, kind string) (sum float64) {
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
 }
 
 // assertNoSecrets checks that no credential appears in the worker's log, the events, or the
