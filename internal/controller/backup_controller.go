@@ -407,12 +407,18 @@ func (r *BackupReconciler) reconcileDelete(ctx context.Context, isb *oadpv1alpha
 }
 
 func (r *BackupReconciler) patchStatus(ctx context.Context, isb *oadpv1alpha1.ImageStreamsBackup, mutate func(*oadpv1alpha1.ImageStreamsBackupStatus)) error {
-	before := isb.DeepCopy()
-	mutate(&isb.Status)
-	if equality.Semantic.DeepEqual(before.Status, isb.Status) {
+	return patchStatus(ctx, r.Client, isb, func() { mutate(&isb.Status) })
+}
+
+// patchStatus applies mutate to obj's status and patches it, only when something changed
+// (most progress ticks change nothing once a copy waits on one large blob).
+func patchStatus[O client.Object](ctx context.Context, c client.Client, obj O, mutate func()) error {
+	before := obj.DeepCopyObject().(O)
+	mutate()
+	if equality.Semantic.DeepEqual(before, obj) {
 		return nil
 	}
-	err := r.Status().Patch(ctx, isb, client.MergeFrom(before))
+	err := c.Status().Patch(ctx, obj, client.MergeFrom(before))
 	if apierrors.IsNotFound(err) {
 		return nil
 	}

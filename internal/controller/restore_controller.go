@@ -10,8 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -325,14 +323,5 @@ func (r *RestoreReconciler) finishRestore(ctx context.Context, logger interface 
 }
 
 func (r *RestoreReconciler) patchStatus(ctx context.Context, isr *oadpv1alpha1.ImageStreamsRestore, mutate func(*oadpv1alpha1.ImageStreamsRestoreStatus)) error {
-	before := isr.DeepCopy()
-	mutate(&isr.Status)
-	if equality.Semantic.DeepEqual(before.Status, isr.Status) {
-		return nil
-	}
-	err := r.Status().Patch(ctx, isr, client.MergeFrom(before))
-	if apierrors.IsNotFound(err) {
-		return nil
-	}
-	return err
+	return patchStatus(ctx, r.Client, isr, func() { mutate(&isr.Status) })
 }
