@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -483,5 +484,42 @@ func TestCopyWithABearerToken(t *testing.T) {
 				t.Errorf("error reveals the token: %v", err)
 			}
 		})
+	}
+}
+
+func TestCopyResumesABlobCutOffMidStream(t *testing.T) {
+	src := newRegistry(t)
+	f := newStore(t)
+	img := must[v1.Image](t)(random.Image(256<<10, 2))
+	ref := src.push(t, "app/cut", img)
+	cut := must[v1.Hash](t)(must[[]v1.Layer](t)(img.Layers())[0].Digest())
+
+	// The first request for the layer sends half of it and drops the connection.
+	var cuts atomic.Int64
+	inner := src.Config.Handler
+	src.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, cut.String()) && r.Method == http.MethodGet && cuts.Add(1) == 1 {
+			rec := httptest.NewRecorder()
+			inner.ServeHTTP(rec, r)
+			body := rec.Body.Bytes()
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+
+	if _, err := newCopier(t, f.store).Copy(context.Background(), ref); err != nil {
+		t.Fatalf("copy of a blob whose first transfer was cut: %v", err)
+	}
+	if cuts.Load() < 2 {
+		t.Errorf("the cut blob was requested %d times, want a retry", cuts.Load())
+	}
+	if ok, _ := f.store.Has(context.Background(), cut); !ok {
+		t.Errorf("the cut blob is not stored after the retry")
 	}
 }
