@@ -11,7 +11,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
+	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 	"github.com/openshift/oadp-imagestreams-backup/internal/location"
 )
 
@@ -126,4 +128,25 @@ func TestResourcesInOtherNamespacesAreIgnored(t *testing.T) {
 	waitFor(t, foreign, time.Second, "the foreign backup untouched", func(b *oadpv1alpha1.ImageStreamsBackup) bool {
 		return b.Status.Phase == "" && len(b.Finalizers) == 0
 	})
+}
+
+func TestBackupToAFileLocation(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	r := c.push("app/web", imageOn(t, nil), c.registry.Host)
+	c.startWorker(c.workerOptions())
+	dir := t.TempDir()
+	isb := newBackup(c.ns, "local", oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r, "latest")}})
+	isb.Spec.BackupLocation = &oadpv1alpha1.BackupLocation{Velero: &oadpv1alpha1.VeleroLocation{Provider: "file", ObjectStorage: oadpv1alpha1.ObjectStorageLocation{Bucket: dir, Prefix: "velero"}}}
+	c.create(isb)
+	waitFor(t, isb, 30*time.Second, "backup Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+	b, err := bucket.Open(ctx, bucket.Config{Provider: "file", Bucket: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := imagestore.New(b, "velero")
+	defer store.Close()
+	if rep, err := store.Verify(ctx, "local"); err != nil || rep.Images != 1 {
+		t.Errorf("Verify of the file location = %+v, %v", rep, err)
+	}
 }
