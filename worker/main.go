@@ -1,20 +1,35 @@
 // Command imagestreams-backup-worker reconciles ImageStreamsBackups and ImageStreamsRestores:
 // it copies the images they name between the cluster's internal registry and object storage.
+//
+// With a subcommand it acts on a backup location directly instead:
+//
+//	imagestreams-backup-worker ls|verify|export|gc --provider aws --bucket B --prefix P --config k=v,... --credentials-file F
 package main
 
 import (
+	"context"
 	"flag"
+	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/openshift/oadp-imagestreams-backup/internal/admin"
 	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
 )
 
 func main() {
+	if len(os.Args) > 1 && slices.Contains(admin.Commands, os.Args[1]) {
+		if err := admin.Run(context.Background(), os.Args[1], os.Args[2:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "error:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var o controller.ManagerOptions
 	var caFile string
 	flag.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace whose ImageStreamsBackups and ImageStreamsRestores are reconciled (default $POD_NAMESPACE).")
