@@ -1,0 +1,248 @@
+package action
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	imagev1 "github.com/openshift/api/image/v1"
+	"github.com/sirupsen/logrus"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+)
+
+// BackupActionName is the BackupItemAction's name in Velero.
+const BackupActionName = "oadp.openshift.io/imagestreams-backup"
+
+var imageStreamsBackupsResource = schema.GroupResource{Group: oadpv1alpha1.GroupVersion.Group, Resource: "imagestreamsbackups"}
+
+// BackupAction is a Velero BackupItemAction (v2) on imagestreams: it records each
+// imagestream's internal images in the ImageStreamsBackup of the Velero backup and returns an
+// operation that completes when the worker has stored them. It returns the item unchanged.
+type BackupAction struct {
+	log          logrus.FieldLogger
+	client       client.Client
+	registryHost func(context.Context) (string, error)
+
+	mu    sync.Mutex
+	parts map[types.UID]int // per Velero backup; item-block workers share the process
+}
+
+// NewBackupAction returns the action; registryHost tells the internal registry's host.
+func NewBackupAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *BackupAction {
+	return &BackupAction{log: log, client: c, registryHost: registryHost, parts: map[types.UID]int{}}
+}
+
+// Name implements the BackupItemAction interface.
+func (a *BackupAction) Name() string { return BackupActionName }
+
+// AppliesTo selects imagestreams only: an action on every resource is called over gRPC for
+// every item and slows every backup.
+func (a *BackupAction) AppliesTo() (velero.ResourceSelector, error) {
+	return velero.ResourceSelector{IncludedResources: []string{"imagestreams.image.openshift.io"}}, nil
+}
+
+// Execute records the imagestream's internal images.
+func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backup) (runtime.Unstructured, []velero.ResourceIdentifier, string, []velero.ResourceIdentifier, error) {
+	// Velero runs no new operations while finalizing.
+	if p := backup.Status.Phase; p == velerov1.BackupPhaseFinalizing || p == velerov1.BackupPhaseFinalizingPartiallyFailed {
+		return item, nil, "", nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	is := &imagev1.ImageStream{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(item.UnstructuredContent(), is); err != nil {
+		return nil, nil, "", nil, fmt.Errorf("reading imagestream: %w", err)
+	}
+	log := a.log.WithFields(logrus.Fields{"imagestream": is.Namespace + "/" + is.Name, "backup": backup.Namespace + "/" + backup.Name})
+	host, err := a.registryHost(ctx)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	refs := internalImages(is, host)
+	if len(refs) == 0 {
+		log.Debug("No internal images")
+		return item, nil, "", nil, nil
+	}
+	parts, err := a.partCount(ctx, backup)
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	part := partName(backup.Name, parts, is.Namespace, is.Name)
+	if err := a.record(ctx, backup, part, oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs}); err != nil {
+		return nil, nil, "", nil, err
+	}
+	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Info("Recorded internal images")
+	postOperation := []velero.ResourceIdentifier{{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: part}}
+	return item, nil, operationID(part, is.Namespace, is.Name), postOperation, nil
+}
+
+// partCount creates the head ImageStreamsBackup on first use, fixing the number of parts, or
+// reads it from the head another writer created.
+func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (int, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if n, ok := a.parts[backup.UID]; ok {
+		return n, nil
+	}
+	total := 0
+	if backup.Status.Progress != nil {
+		total = backup.Status.Progress.TotalItems
+	}
+	head := newPart(backup, backup.Name)
+	head.Annotations = map[string]string{AnnotationParts: strconv.Itoa(partsFor(total))}
+	err := a.client.Create(ctx, head)
+	if apierrors.IsAlreadyExists(err) {
+		err = a.client.Get(ctx, client.ObjectKeyFromObject(head), head)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("creating ImageStreamsBackup %s/%s: %w", head.Namespace, head.Name, err)
+	}
+	n, err := strconv.Atoi(head.Annotations[AnnotationParts])
+	if err != nil || n < 1 {
+		n = 1 // a head made by a person records everything itself
+	}
+	a.parts[backup.UID] = n
+	return n, nil
+}
+
+// newPart is an ImageStreamsBackup of the Velero backup: not started, started by the worker
+// once Velero has collected every item, stored where the Velero backup is, and owned by the
+// Velero backup so that deleting it deletes the images too.
+func newPart(backup *velerov1.Backup, name string) *oadpv1alpha1.ImageStreamsBackup {
+	return &oadpv1alpha1.ImageStreamsBackup{
+		TypeMeta: metav1.TypeMeta{APIVersion: oadpv1alpha1.GroupVersion.String(), Kind: "ImageStreamsBackup"},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: backup.Namespace, Name: name,
+			Labels: map[string]string{LabelBackupName: backup.Name},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: velerov1.SchemeGroupVersion.String(), Kind: "Backup", Name: backup.Name, UID: backup.UID,
+			}},
+		},
+		Spec: oadpv1alpha1.ImageStreamsBackupSpec{
+			VeleroBackupReference: &oadpv1alpha1.VeleroBackupReference{Name: backup.Name, Namespace: backup.Namespace, StartOnCompletion: true},
+			BackupLocation:        &oadpv1alpha1.BackupLocation{Name: backup.Spec.StorageLocation},
+		},
+	}
+}
+
+// record adds one imagestream's entry to a part with server-side apply. Each imagestream has
+// its own field manager, and imageStreams is a map keyed by namespace and name, so concurrent
+// writers (Velero's item-block workers, several backups) never overwrite each other.
+func (a *BackupAction) record(ctx context.Context, backup *velerov1.Backup, part string, entry oadpv1alpha1.ImageStream) error {
+	obj := newPart(backup, part)
+	obj.Spec.ImageStreams = []oadpv1alpha1.ImageStream{entry}
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: raw}
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u.Object, "status")
+	// startBackup: false is part of what every writer applies, so it stays false until Velero
+	// has collected every item; omitempty would drop it.
+	_ = unstructured.SetNestedField(u.Object, false, "spec", "startBackup")
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%s", entry.Namespace, entry.Name)
+	manager := fmt.Sprintf("imagestreams-backup-plugin-%x", h.Sum64())
+	if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(manager), client.ForceOwnership); err != nil {
+		return fmt.Errorf("recording imagestream %s/%s in ImageStreamsBackup %s/%s: %w", entry.Namespace, entry.Name, backup.Namespace, part, err)
+	}
+	return nil
+}
+
+// Progress reports the operation of one imagestream from its ImageStreamsBackup's status.
+func (a *BackupAction) Progress(operationID string, backup *velerov1.Backup) (velero.OperationProgress, error) {
+	part, ns, name, err := parseOperationID(operationID)
+	if err != nil {
+		return velero.OperationProgress{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	isb := &oadpv1alpha1.ImageStreamsBackup{}
+	if err := a.client.Get(ctx, client.ObjectKey{Namespace: backup.Namespace, Name: part}, isb); err != nil {
+		if apierrors.IsNotFound(err) {
+			return velero.OperationProgress{Completed: true, Err: fmt.Sprintf("ImageStreamsBackup %s/%s no longer exists", backup.Namespace, part)}, nil
+		}
+		return velero.OperationProgress{}, err
+	}
+	return progressOf(isb, ns, name), nil
+}
+
+// progressOf maps an ImageStreamsBackup's status onto the operation of imagestream ns/name.
+func progressOf(isb *oadpv1alpha1.ImageStreamsBackup, ns, name string) velero.OperationProgress {
+	st := isb.Status
+	var total int64
+	for _, is := range isb.Spec.ImageStreams {
+		if is.NamespaceOrDefault() == ns && is.Name == name {
+			total = int64(len(is.DockerImageReferences))
+		}
+	}
+	var failed []string
+	for _, f := range st.Failures {
+		if f.Namespace == ns && f.ImageStream == name {
+			failed = append(failed, fmt.Sprintf("%s: %s", f.DockerImageReference, f.Reason))
+		}
+	}
+	p := velero.OperationProgress{
+		NTotal: total, OperationUnits: "images",
+		Description: fmt.Sprintf("ImageStreamsBackup %s %s: %d of %d images, %d bytes uploaded, %d bytes already stored",
+			isb.Name, orDefault(string(st.Phase), "New"), st.Progress.ImagesDone, st.Progress.ImagesTotal, st.Progress.BytesUploaded, st.Progress.BytesSkipped),
+		Updated: time.Now(),
+	}
+	if st.StartTimestamp != nil {
+		p.Started = st.StartTimestamp.Time
+	}
+	if st.CompletionTimestamp != nil {
+		p.Updated = st.CompletionTimestamp.Time
+	}
+	switch st.Phase {
+	case oadpv1alpha1.BackupPhaseCompleted, oadpv1alpha1.BackupPhasePartiallyFailed:
+		p.Completed = true
+		p.NCompleted = total - int64(len(failed))
+		if len(failed) > 0 {
+			p.Err = fmt.Sprintf("%d images failed: %s", len(failed), strings.Join(failed, "; "))
+		}
+	case oadpv1alpha1.BackupPhaseFailed, oadpv1alpha1.BackupPhaseCanceled:
+		p.Completed = true
+		p.Err = fmt.Sprintf("ImageStreamsBackup %s %s", isb.Name, st.Phase)
+		if c := meta.FindStatusCondition(st.Conditions, oadpv1alpha1.ConditionReady); c != nil {
+			p.Err += ": " + c.Message
+		}
+	}
+	return p
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Cancel asks the worker to stop the part that holds the imagestream.
+func (a *BackupAction) Cancel(operationID string, backup *velerov1.Backup) error {
+	part, _, _, err := parseOperationID(operationID)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	isb := &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: backup.Namespace, Name: part}}
+	err = a.client.Patch(ctx, isb, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":true}}`)))
+	return client.IgnoreNotFound(err)
+}

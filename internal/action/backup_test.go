@@ -1,0 +1,349 @@
+package action_test
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	imagev1 "github.com/openshift/api/image/v1"
+	"github.com/sirupsen/logrus"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	biav2 "github.com/vmware-tanzu/velero/pkg/plugin/velero/backupitemaction/v2"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/action"
+	"github.com/openshift/oadp-imagestreams-backup/test/testenv"
+)
+
+var env *testenv.Environment
+
+func TestMain(m *testing.M) { testenv.Main(m, &env) }
+
+var _ biav2.BackupItemAction = (*action.BackupAction)(nil)
+
+const host = "image-registry.openshift-image-registry.svc:5000"
+
+func digest(n int) string { return fmt.Sprintf("sha256:%064x", n) }
+
+// tag is one status.tags[] entry: its history, newest first, as references.
+type tag struct {
+	name  string
+	items []string // "<repository>@<digest>"
+}
+
+func imageStream(ns, name string, tags ...tag) *unstructured.Unstructured {
+	is := &imagev1.ImageStream{TypeMeta: metav1.TypeMeta{APIVersion: "image.openshift.io/v1", Kind: "ImageStream"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	for _, t := range tags {
+		st := imagev1.NamedTagEventList{Tag: t.name}
+		for _, ref := range t.items {
+			st.Items = append(st.Items, imagev1.TagEvent{DockerImageReference: ref, Image: ref[len(ref)-71:]})
+		}
+		is.Status.Tags = append(is.Status.Tags, st)
+	}
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(is)
+	if err != nil {
+		panic(err)
+	}
+	return &unstructured.Unstructured{Object: raw}
+}
+
+func newBackupObject(t *testing.T, ns, name string, totalItems int) *velerov1.Backup {
+	t.Helper()
+	b := &velerov1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: velerov1.BackupSpec{StorageLocation: "default"}}
+	if err := env.Client.Create(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	b.Status = velerov1.BackupStatus{Phase: velerov1.BackupPhaseInProgress, Progress: &velerov1.BackupProgress{TotalItems: totalItems}}
+	return b
+}
+
+func newAction() *action.BackupAction {
+	return action.NewBackupAction(logrus.New(), env.Client, func(context.Context) (string, error) { return host, nil })
+}
+
+func TestAppliesToImageStreamsOnly(t *testing.T) {
+	sel, err := newAction().AppliesTo()
+	if err != nil || !reflect.DeepEqual(sel.IncludedResources, []string{"imagestreams.image.openshift.io"}) || len(sel.IncludedNamespaces) != 0 {
+		t.Errorf("AppliesTo() = %+v, %v", sel, err)
+	}
+}
+
+func TestExecuteRecordsInternalImagesUnderTheImageStreamsOwnRepository(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	backup := newBackupObject(t, ns, "b1", 10)
+	item := imageStream("app2", "web",
+		// latest was promoted from app1: its stored reference names app1's repository.
+		tag{"latest", []string{host + "/app1/web@" + digest(1), "quay.io/org/web@" + digest(2)}},
+		tag{"v1", []string{host + "/app2/web@" + digest(3), host + "/app1/web@" + digest(1)}},
+		tag{"external", []string{"quay.io/org/web@" + digest(4)}},
+	)
+	before := item.DeepCopy()
+
+	got, extra, opID, post, err := newAction().Execute(item, backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, before) || extra != nil {
+		t.Errorf("Execute changed the item or added items: %v", extra)
+	}
+	if opID != "b1/app2/web" {
+		t.Errorf("operation ID %q, want b1/app2/web", opID)
+	}
+	if len(post) != 1 || post[0].Resource != "imagestreamsbackups" || post[0].Group != "oadp.openshift.io" || post[0].Name != "b1" || post[0].Namespace != ns {
+		t.Errorf("post-operation items %+v, want the ImageStreamsBackup b1", post)
+	}
+
+	isb := &oadpv1alpha1.ImageStreamsBackup{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "b1"}, isb); err != nil {
+		t.Fatal(err)
+	}
+	want := []oadpv1alpha1.ImageStream{{Name: "web", Namespace: "app2", DockerImageReferences: []oadpv1alpha1.DockerImageReference{
+		{DockerImageReference: host + "/app2/web@" + digest(1), Tags: []string{"latest"}},
+		{DockerImageReference: host + "/app2/web@" + digest(3), Tags: []string{"v1"}},
+	}}}
+	if !reflect.DeepEqual(isb.Spec.ImageStreams, want) {
+		t.Errorf("recorded %+v, want %+v", isb.Spec.ImageStreams, want)
+	}
+	s := isb.Spec
+	if s.StartBackup || s.VeleroBackupReference == nil || *s.VeleroBackupReference != (oadpv1alpha1.VeleroBackupReference{Name: "b1", Namespace: ns, StartOnCompletion: true}) ||
+		s.BackupLocation == nil || s.BackupLocation.Name != "default" {
+		t.Errorf("spec %+v, want a gated backup of b1 at location default", s)
+	}
+	if isb.Labels[action.LabelBackupName] != "b1" || len(isb.OwnerReferences) != 1 || isb.OwnerReferences[0].UID != backup.UID {
+		t.Errorf("metadata %+v, want a label and an owner reference to the Velero backup", isb.ObjectMeta)
+	}
+}
+
+func TestExecuteWithoutInternalImagesOrWhileFinalizingStartsNothing(t *testing.T) {
+	ns := env.Namespace(t)
+	external := imageStream("app", "ext", tag{"latest", []string{"quay.io/org/web@" + digest(5)}})
+	internal := imageStream("app", "web", tag{"latest", []string{host + "/app/web@" + digest(6)}})
+	finalizing := newBackupObject(t, ns, "b-final", 10)
+	finalizing.Status.Phase = velerov1.BackupPhaseFinalizing
+	tests := []struct {
+		name   string
+		item   *unstructured.Unstructured
+		backup *velerov1.Backup
+	}{
+		{"an imagestream of external images only", external, newBackupObject(t, ns, "b-ext", 10)},
+		{"a backup that is finalizing", internal, finalizing},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, opID, post, err := newAction().Execute(tt.item, tt.backup)
+			if err != nil || opID != "" || post != nil {
+				t.Errorf("Execute = %q, %v, %v; want no operation", opID, post, err)
+			}
+			err = env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: tt.backup.Name}, &oadpv1alpha1.ImageStreamsBackup{})
+			if !apierrors.IsNotFound(err) {
+				t.Errorf("an ImageStreamsBackup was created: %v", err)
+			}
+		})
+	}
+}
+
+// recorded returns, per ImageStreamsBackup of a Velero backup, the imagestreams it holds.
+func recorded(t *testing.T, ns, backup string) map[string][]string {
+	t.Helper()
+	list := &oadpv1alpha1.ImageStreamsBackupList{}
+	if err := env.Client.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{action.LabelBackupName: backup}); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, isb := range list.Items {
+		for _, is := range isb.Spec.ImageStreams {
+			out[isb.Name] = append(out[isb.Name], is.Namespace+"/"+is.Name)
+		}
+		sort.Strings(out[isb.Name])
+	}
+	return out
+}
+
+func TestFiftyConcurrentExecutesLoseNothing(t *testing.T) {
+	ns := env.Namespace(t)
+	a := newAction()
+	b1, b2 := newBackupObject(t, ns, "b1", 60), newBackupObject(t, ns, "b2", 60)
+	var wg sync.WaitGroup
+	errs := make(chan error, 70)
+	for i := range 50 {
+		wg.Go(func() {
+			item := imageStream("app", fmt.Sprintf("is-%02d", i), tag{"latest", []string{fmt.Sprintf("%s/app/is-%02d@%s", host, i, digest(100+i))}})
+			_, _, _, _, err := a.Execute(item, b1)
+			errs <- err
+		})
+	}
+	// A second backup at the same time, of other imagestreams.
+	for i := range 20 {
+		wg.Go(func() {
+			item := imageStream("other", fmt.Sprintf("is-%02d", i), tag{"latest", []string{fmt.Sprintf("%s/other/is-%02d@%s", host, i, digest(200+i))}})
+			_, _, _, _, err := a.Execute(item, b2)
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want1, want2 []string
+	for i := range 50 {
+		want1 = append(want1, fmt.Sprintf("app/is-%02d", i))
+	}
+	for i := range 20 {
+		want2 = append(want2, fmt.Sprintf("other/is-%02d", i))
+	}
+	if got := recorded(t, ns, "b1"); !reflect.DeepEqual(got, map[string][]string{"b1": want1}) {
+		t.Errorf("b1 recorded %v, want all 50 imagestreams in b1", got)
+	}
+	if got := recorded(t, ns, "b2"); !reflect.DeepEqual(got, map[string][]string{"b2": want2}) {
+		t.Errorf("b2 recorded %v, want its 20 imagestreams in b2", got)
+	}
+}
+
+func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
+	ns := env.Namespace(t)
+	a := newAction()
+	backup := newBackupObject(t, ns, "big", 3000)
+	var wg sync.WaitGroup
+	ops := make([]string, 100)
+	for i := range 100 {
+		wg.Go(func() {
+			item := imageStream("app", fmt.Sprintf("is-%03d", i), tag{"latest", []string{fmt.Sprintf("%s/app/is-%03d@%s", host, i, digest(i))}})
+			_, _, op, post, err := a.Execute(item, backup)
+			if err != nil || len(post) != 1 {
+				t.Error(err)
+				return
+			}
+			ops[i] = op
+		})
+	}
+	wg.Wait()
+	parts := recorded(t, ns, "big")
+	head := &oadpv1alpha1.ImageStreamsBackup{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "big"}, head); err != nil {
+		t.Fatal(err)
+	}
+	if head.Annotations[action.AnnotationParts] != "10" || len(parts) < 5 || len(parts) > 10 {
+		t.Errorf("a 3,000-item backup has %d parts (annotation %q), want at most 10 and several used", len(parts), head.Annotations[action.AnnotationParts])
+	}
+	total := 0
+	for name, streams := range parts {
+		total += len(streams)
+		for _, s := range streams {
+			i := 0
+			fmt.Sscanf(s, "app/is-%03d", &i)
+			if want := name + "/" + s; ops[i] != want {
+				t.Errorf("operation %q, want %q", ops[i], want)
+			}
+		}
+	}
+	if total != 100 {
+		t.Errorf("parts hold %d imagestreams, want 100", total)
+	}
+}
+
+func TestProgressAndCancel(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	a := newAction()
+	backup := newBackupObject(t, ns, "b1", 10)
+	for _, name := range []string{"web", "api"} {
+		item := imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(7)}}, tag{"v1", []string{host + "/app/" + name + "@" + digest(8)}})
+		if _, _, _, _, err := a.Execute(item, backup); err != nil {
+			t.Fatal(err)
+		}
+	}
+	isb := &oadpv1alpha1.ImageStreamsBackup{}
+	key := client.ObjectKey{Namespace: ns, Name: "b1"}
+	if err := env.Client.Get(ctx, key, isb); err != nil {
+		t.Fatal(err)
+	}
+	start := metav1.NewTime(time.Now().Add(-time.Minute).Truncate(time.Second))
+	end := metav1.NewTime(time.Now().Truncate(time.Second))
+	tests := []struct {
+		name          string
+		status        oadpv1alpha1.ImageStreamsBackupStatus
+		op            string
+		wantCompleted bool
+		wantDone      int64
+		wantErr       string
+	}{
+		{"waiting for Velero", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseWaitingForVeleroBackup}, "b1/app/web", false, 0, ""},
+		{"copying", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseInProgress,
+			CommonStatus: oadpv1alpha1.CommonStatus{StartTimestamp: &start, Progress: oadpv1alpha1.Progress{ImagesTotal: 4, ImagesDone: 1}}}, "b1/app/web", false, 0, ""},
+		{"completed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseCompleted,
+			CommonStatus: oadpv1alpha1.CommonStatus{StartTimestamp: &start, CompletionTimestamp: &end}}, "b1/app/web", true, 2, ""},
+		{"one image of another imagestream failed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhasePartiallyFailed,
+			CommonStatus: oadpv1alpha1.CommonStatus{StartTimestamp: &start, CompletionTimestamp: &end, Failures: []oadpv1alpha1.ImageFailure{
+				{Namespace: "app", ImageStream: "api", DockerImageReference: host + "/app/api@" + digest(8), Reason: "ImageNotFound"}}}}, "b1/app/web", true, 2, ""},
+		{"one image of this imagestream failed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhasePartiallyFailed,
+			CommonStatus: oadpv1alpha1.CommonStatus{StartTimestamp: &start, CompletionTimestamp: &end, Failures: []oadpv1alpha1.ImageFailure{
+				{Namespace: "app", ImageStream: "api", DockerImageReference: host + "/app/api@" + digest(8), Reason: "ImageNotFound"}}}}, "b1/app/api", true, 1,
+			"1 images failed: " + host + "/app/api@" + digest(8) + ": ImageNotFound"},
+		{"the image backup failed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseFailed, CommonStatus: oadpv1alpha1.CommonStatus{
+			Conditions: []metav1.Condition{{Type: "Ready", Status: "False", Reason: "VeleroBackupFailed", Message: "Velero backup failed", LastTransitionTime: end}}}},
+			"b1/app/web", true, 0, "ImageStreamsBackup b1 Failed: Velero backup failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			isb.Status = tt.status
+			if err := env.Client.Status().Update(ctx, isb); err != nil {
+				t.Fatal(err)
+			}
+			p, err := a.Progress(tt.op, backup)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Completed != tt.wantCompleted || p.NCompleted != tt.wantDone || p.NTotal != 2 || p.Err != tt.wantErr || p.OperationUnits != "images" {
+				t.Errorf("Progress = %+v, want completed %v, %d of 2 images, error %q", p, tt.wantCompleted, tt.wantDone, tt.wantErr)
+			}
+			if tt.status.StartTimestamp != nil && !p.Started.Equal(start.Time) {
+				t.Errorf("Started = %v, want %v", p.Started, start)
+			}
+		})
+	}
+
+	if _, err := a.Progress("not-an-operation", backup); err == nil {
+		t.Errorf("Progress accepted a malformed operation ID")
+	}
+	if p, err := a.Progress("gone/app/web", backup); err != nil || !p.Completed || p.Err == "" {
+		t.Errorf("Progress of a deleted ImageStreamsBackup = %+v, %v; want completed with an error", p, err)
+	}
+
+	if err := a.Cancel("b1/app/web", backup); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Get(ctx, key, isb); err != nil || !isb.Spec.Cancel {
+		t.Errorf("after Cancel spec.cancel = %v (%v), want true", isb.Spec.Cancel, err)
+	}
+	if err := a.Cancel("gone/app/web", backup); err != nil {
+		t.Errorf("Cancel of a deleted ImageStreamsBackup = %v, want nil", err)
+	}
+}
+
+func TestRegistryHostComesFromTheClusterImageConfig(t *testing.T) {
+	ctx := context.Background()
+	lookup := action.RegistryHost(env.Client)
+	img := &configClusterImage{}
+	img.ensure(t, "registry.example:5000")
+	if got, err := lookup(ctx); err != nil || got != "registry.example:5000" {
+		t.Errorf("RegistryHost() = %q, %v", got, err)
+	}
+	t.Setenv(action.RegistryHostEnv, "override:5000")
+	if got, _ := lookup(ctx); got != "override:5000" {
+		t.Errorf("RegistryHost() with %s = %q", action.RegistryHostEnv, got)
+	}
+}

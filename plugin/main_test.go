@@ -1,0 +1,47 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+)
+
+// The plugin runs inside Velero for every backup: it must stay small and must not carry the
+// copy engine or any object store SDK (as go-containerregistry's depcheck tests keep their
+// packages lean).
+func TestPluginLinksNoCopyEngine(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps listed only %v", deps)
+	}
+	for _, d := range deps {
+		for _, banned := range []string{
+			"gocloud.dev/",
+			"github.com/aws/", "cloud.google.com/", "github.com/Azure/",
+			"github.com/google/go-containerregistry/pkg/v1/remote",
+			"github.com/openshift/oadp-imagestreams-backup/internal/copier",
+			"github.com/openshift/oadp-imagestreams-backup/internal/imagestore",
+			"github.com/openshift/oadp-imagestreams-backup/internal/bucket",
+		} {
+			if strings.HasPrefix(d, banned) {
+				t.Errorf("the plugin depends on %s", d)
+			}
+		}
+	}
+}
+
+func TestInitializerFailsWithoutACluster(t *testing.T) {
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "missing"))
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("KUBERNETES_SERVICE_HOST", "") // no in-cluster config either
+	if a, err := newBackupAction(logrus.New()); err == nil {
+		t.Fatalf("newBackupAction() = %v without any kubeconfig, want an error", a)
+	}
+}
