@@ -1,10 +1,13 @@
 // Command imagestreams-backup-plugin is the Velero plugin: it records the internal images of
-// imagestreams in ImageStreamsBackups while Velero backs them up. It never copies images.
+// imagestreams in ImageStreamsBackups while Velero backs them up, brings them back through
+// ImageStreamsRestores when Velero restores, and removes them when Velero deletes a backup. It
+// never copies images itself; the worker does.
 package main
 
 import (
 	"github.com/sirupsen/logrus"
 	"github.com/vmware-tanzu/velero/pkg/plugin/framework"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/action"
@@ -12,20 +15,42 @@ import (
 
 func main() {
 	framework.NewServer().
-		RegisterBackupItemActionV2(action.BackupActionName, newBackupAction).
+		RegisterBackupItemActionV2(action.BackupActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
+			return action.NewBackupAction(log, c, action.RegistryHost(c))
+		})).
+		RegisterBackupItemActionV2(action.TagBackupActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
+			return action.NewTagBackupAction(log, action.RegistryHost(c))
+		})).
+		RegisterRestoreItemActionV2(action.RestoreActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
+			return action.NewRestoreAction(log, c, action.RegistryHost(c))
+		})).
+		RegisterRestoreItemActionV2(action.TagRestoreActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
+			return action.NewTagRestoreAction(log, action.RegistryHost(c))
+		})).
+		RegisterRestoreItemActionV2(action.ImageTagSkipActionName, func(logrus.FieldLogger) (any, error) {
+			return action.NewImageTagSkipAction(), nil
+		}).
+		RegisterRestoreItemActionV2(action.BackupSkipActionName, func(logrus.FieldLogger) (any, error) {
+			return action.NewBackupSkipAction(), nil
+		}).
+		RegisterDeleteItemAction(action.DeleteActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
+			return action.NewDeleteAction(log, c)
+		})).
 		Serve()
 }
 
-// newBackupAction builds the action with a client from the kubeconfig Velero runs with
-// ($KUBECONFIG) or the pod's service account.
-func newBackupAction(log logrus.FieldLogger) (interface{}, error) {
-	cfg, err := config.GetConfig()
-	if err != nil {
-		return nil, err
+// withClient gives an action a client from the kubeconfig Velero runs with ($KUBECONFIG) or
+// the pod's service account.
+func withClient(build func(logrus.FieldLogger, client.Client) any) func(logrus.FieldLogger) (any, error) {
+	return func(log logrus.FieldLogger) (any, error) {
+		cfg, err := config.GetConfig()
+		if err != nil {
+			return nil, err
+		}
+		c, err := action.NewClient(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return build(log, c), nil
 	}
-	c, err := action.NewClient(cfg)
-	if err != nil {
-		return nil, err
-	}
-	return action.NewBackupAction(log, c, action.RegistryHost(c)), nil
 }

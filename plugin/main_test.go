@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // The plugin runs inside Velero for every backup: it must stay small and must not carry the
@@ -41,7 +42,8 @@ func TestInitializerFailsWithoutACluster(t *testing.T) {
 	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "missing"))
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv("KUBERNETES_SERVICE_HOST", "") // no in-cluster config either
-	if a, err := newBackupAction(logrus.New()); err == nil {
-		t.Fatalf("newBackupAction() = %v without any kubeconfig, want an error", a)
+	init := withClient(func(logrus.FieldLogger, client.Client) any { return "action" })
+	if a, err := init(logrus.New()); err == nil {
+		t.Fatalf("initializer = %v without any kubeconfig, want an error", a)
 	}
 }

@@ -1,0 +1,241 @@
+package action
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"time"
+
+	imagev1 "github.com/openshift/api/image/v1"
+	"github.com/sirupsen/logrus"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+)
+
+// RestoreActionName is the imagestream RestoreItemAction's name in Velero.
+const RestoreActionName = "oadp.openshift.io/imagestreams-restore"
+
+// LabelRestoreName marks the ImageStreamsRestores the plugin creates for a Velero restore.
+const LabelRestoreName = "velero.io/restore-name"
+
+// RestoreAction is a Velero RestoreItemAction (v2) on imagestreams. It points the imagestream's
+// internal-registry references at this cluster's registry and the restore's namespaces, and
+// brings its images back through an ImageStreamsRestore: one a person made for the backup, or
+// else one the action creates for the Velero restore and extends with each imagestream. The
+// returned operation completes when the images are in the registry.
+type RestoreAction struct {
+	log          logrus.FieldLogger
+	client       client.Client
+	registryHost func(context.Context) (string, error)
+}
+
+// NewRestoreAction returns the action.
+func NewRestoreAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *RestoreAction {
+	return &RestoreAction{log: log, client: c, registryHost: registryHost}
+}
+
+// Name implements the RestoreItemAction interface.
+func (a *RestoreAction) Name() string { return RestoreActionName }
+
+// AppliesTo selects imagestreams only.
+func (a *RestoreAction) AppliesTo() (velero.ResourceSelector, error) {
+	return velero.ResourceSelector{IncludedResources: []string{"imagestreams.image.openshift.io"}}, nil
+}
+
+// Execute rewrites the imagestream and starts, or joins, the restore of its images.
+func (a *RestoreAction) Execute(input *velero.RestoreItemActionExecuteInput) (*velero.RestoreItemActionExecuteOutput, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	orig := &imagev1.ImageStream{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(input.ItemFromBackup.UnstructuredContent(), orig); err != nil {
+		return nil, fmt.Errorf("reading backed-up imagestream: %w", err)
+	}
+	is := &imagev1.ImageStream{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(input.Item.UnstructuredContent(), is); err != nil {
+		return nil, fmt.Errorf("reading imagestream: %w", err)
+	}
+	host, err := a.registryHost(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rw := rewriter{oldHost: hostOf(orig.Status.DockerImageRepository), newHost: host, mapping: input.Restore.Spec.NamespaceMapping}
+	rewriteImageStream(is, rw)
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(is)
+	if err != nil {
+		return nil, err
+	}
+	out := velero.NewRestoreItemActionExecuteOutput(&unstructured.Unstructured{Object: raw})
+	if len(internalImages(orig, rw.oldHost)) == 0 {
+		return out, nil // nothing of this imagestream lives in the registry
+	}
+	isr, err := a.restoreFor(ctx, input.Restore, orig)
+	if err != nil {
+		return nil, err
+	}
+	a.log.WithFields(logrus.Fields{"imagestream": orig.Namespace + "/" + orig.Name, "imagestreamsrestore": isr}).Info("Images restored through ImageStreamsRestore")
+	return out.WithOperationID(operationID(isr, orig.Namespace, orig.Name)), nil
+}
+
+// rewriteImageStream points internal references at this cluster and its namespaces.
+func rewriteImageStream(is *imagev1.ImageStream, rw rewriter) {
+	for i := range is.Spec.Tags {
+		from := is.Spec.Tags[i].From
+		if from == nil {
+			continue
+		}
+		switch from.Kind {
+		case "DockerImage":
+			from.Name = rw.reference(from.Name)
+		case "ImageStreamTag", "ImageStreamImage":
+			if from.Namespace != "" {
+				from.Namespace = rw.namespace(from.Namespace)
+			}
+		}
+	}
+	if is.Status.DockerImageRepository != "" {
+		is.Status.DockerImageRepository = rw.newHost + "/" + is.Namespace + "/" + is.Name
+	}
+	is.Status.PublicDockerImageRepository = ""
+	for i := range is.Status.Tags {
+		for j := range is.Status.Tags[i].Items {
+			item := &is.Status.Tags[i].Items[j]
+			item.DockerImageReference = rw.reference(item.DockerImageReference)
+		}
+	}
+}
+
+// restoreFor returns the ImageStreamsRestore that brings back orig's images: one a person made
+// for the backup, else the Velero restore's own, created or extended with orig.
+func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restore, orig *imagev1.ImageStream) (string, error) {
+	list := &oadpv1alpha1.ImageStreamsRestoreList{}
+	if err := a.client.List(ctx, list, client.InNamespace(restore.Namespace)); err != nil {
+		return "", fmt.Errorf("listing ImageStreamsRestores: %w", err)
+	}
+	for _, r := range list.Items {
+		if r.Labels[LabelRestoreName] == "" && r.Spec.BackupName() == restore.Spec.BackupName && covers(&r.Spec, orig) {
+			return r.Name, nil
+		}
+	}
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": oadpv1alpha1.GroupVersion.String(),
+		"kind":       "ImageStreamsRestore",
+		"metadata": map[string]any{
+			"name": restore.Name, "namespace": restore.Namespace,
+			"labels": map[string]any{LabelRestoreName: restore.Name},
+			"ownerReferences": []any{map[string]any{
+				"apiVersion": velerov1.SchemeGroupVersion.String(), "kind": "Restore", "name": restore.Name, "uid": string(restore.UID),
+			}},
+		},
+		"spec": map[string]any{
+			"ImageStreamsBackupReference": map[string]any{"name": restore.Spec.BackupName},
+			"imageStreams":                []any{map[string]any{"name": orig.Name, "namespace": orig.Namespace}},
+		},
+	}}
+	if len(restore.Spec.NamespaceMapping) > 0 {
+		m := map[string]any{}
+		for k, v := range restore.Spec.NamespaceMapping {
+			m[k] = v
+		}
+		_ = unstructured.SetNestedMap(obj.Object, m, "spec", "namespaceMapping")
+	}
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%s/%s", orig.Namespace, orig.Name)
+	manager := fmt.Sprintf("imagestreams-restore-plugin-%x", h.Sum64())
+	if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(manager), client.ForceOwnership); err != nil {
+		return "", fmt.Errorf("recording imagestream %s/%s in ImageStreamsRestore %s/%s: %w", orig.Namespace, orig.Name, restore.Namespace, restore.Name, err)
+	}
+	return restore.Name, nil
+}
+
+// covers reports whether a restore's selection includes the imagestream: all of the backup
+// when it lists none.
+func covers(spec *oadpv1alpha1.ImageStreamsRestoreSpec, is *imagev1.ImageStream) bool {
+	if len(spec.ImageStreams) == 0 {
+		return true
+	}
+	for i := range spec.ImageStreams {
+		if spec.ImageStreams[i].Name == is.Name && spec.ImageStreams[i].NamespaceOrDefault() == is.Namespace {
+			return true
+		}
+	}
+	return false
+}
+
+// Progress reports the imagestream's images from its ImageStreamsRestore.
+func (a *RestoreAction) Progress(operationID string, restore *velerov1.Restore) (velero.OperationProgress, error) {
+	name, ns, isName, err := parseOperationID(operationID)
+	if err != nil {
+		return velero.OperationProgress{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	isr := &oadpv1alpha1.ImageStreamsRestore{}
+	if err := a.client.Get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: name}, isr); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return velero.OperationProgress{Completed: true, Err: fmt.Sprintf("ImageStreamsRestore %s/%s no longer exists", restore.Namespace, name)}, nil
+		}
+		return velero.OperationProgress{}, err
+	}
+	st := isr.Status
+	p := velero.OperationProgress{OperationUnits: "images", NTotal: st.Progress.ImagesTotal, NCompleted: st.Progress.ImagesDone, Updated: time.Now(),
+		Description: fmt.Sprintf("ImageStreamsRestore %s %s: %d of %d images, %d bytes sent", isr.Name, orDefault(string(st.Phase), "New"), st.Progress.ImagesDone, st.Progress.ImagesTotal, st.Progress.BytesUploaded)}
+	if st.StartTimestamp != nil {
+		p.Started = st.StartTimestamp.Time
+	}
+	// A restore extended after it finished runs again; only a finish of the current spec counts.
+	if st.ObservedGeneration != isr.Generation {
+		return p, nil
+	}
+	var failed []string
+	for _, f := range st.Failures {
+		if f.Namespace == ns && f.ImageStream == isName {
+			failed = append(failed, fmt.Sprintf("%s: %s", orDefault(f.DockerImageReference, f.ImageStream), f.Reason))
+		}
+	}
+	switch st.Phase {
+	case oadpv1alpha1.RestorePhaseCompleted, oadpv1alpha1.RestorePhasePartiallyFailed:
+		p.Completed = true
+		if len(failed) > 0 {
+			p.Err = fmt.Sprintf("%d images failed: %s", len(failed), strings.Join(failed, "; "))
+		}
+	case oadpv1alpha1.RestorePhaseFailed, oadpv1alpha1.RestorePhaseCanceled:
+		p.Completed = true
+		p.Err = fmt.Sprintf("ImageStreamsRestore %s %s", isr.Name, st.Phase)
+		if c := meta.FindStatusCondition(st.Conditions, oadpv1alpha1.ConditionReady); c != nil {
+			p.Err += ": " + c.Message
+		}
+	}
+	return p, nil
+}
+
+// Cancel stops the Velero restore's own ImageStreamsRestore; one a person made is theirs to stop.
+func (a *RestoreAction) Cancel(operationID string, restore *velerov1.Restore) error {
+	name, _, _, err := parseOperationID(operationID)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	isr := &oadpv1alpha1.ImageStreamsRestore{}
+	if err := a.client.Get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: name}, isr); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if isr.Labels[LabelRestoreName] != restore.Name {
+		return nil
+	}
+	return a.client.Patch(ctx, isr, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":true}}`)))
+}
+
+// AreAdditionalItemsReady implements the RestoreItemAction interface; the action returns no
+// additional items.
+func (a *RestoreAction) AreAdditionalItemsReady([]velero.ResourceIdentifier, *velerov1.Restore) (bool, error) {
+	return true, nil
+}
