@@ -32,6 +32,13 @@ type ImageStreamsBackupSpec struct {
 	Cancel bool `json:"cancel,omitempty"`
 }
 
+// AnnotationParts on an ImageStreamsBackup says that the Velero plugin spread the Velero
+// backup's references over this object and the ImageStreamsBackups named <name>.1 ...
+// <name>.<parts-1>, because one object could not hold them all. Each part is backed up on its
+// own; the worker records the count in the head's stored index so that restoring <name>
+// restores every part.
+const AnnotationParts = "oadp.openshift.io/parts"
+
 // VeleroBackupReference names a Velero Backup.
 type VeleroBackupReference struct {
 	// name is the Velero Backup's name.

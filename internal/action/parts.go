@@ -8,6 +8,8 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 )
 
 // A Velero backup's references can outgrow one Kubernetes object (etcd caps objects near
@@ -18,7 +20,7 @@ import (
 // itemsPerPart items has one part, named exactly after the Velero backup.
 const (
 	// AnnotationParts on the head says how many parts the backup has.
-	AnnotationParts = "oadp.openshift.io/parts"
+	AnnotationParts = oadpv1alpha1.AnnotationParts
 	// LabelBackupName links every part to its Velero backup, as Velero labels what it creates.
 	LabelBackupName = "velero.io/backup-name"
 

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -213,6 +214,18 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 	}
 	total := int64(len(items))
 
+	// A backup of this name that this resource never started is someone else's: a restored or
+	// recreated ImageStreamsBackup must not overwrite it.
+	if isb.Status.StartTimestamp == nil {
+		if exists, err := store.HasIndex(ctx, isb.Name); err != nil || exists {
+			msg := fmt.Sprintf("backup %s already exists in the location; an ImageStreamsBackup that did not write it will not overwrite it (use another name)", isb.Name)
+			if err != nil {
+				msg = fmt.Sprintf("checking the location for backup %s: %v", isb.Name, err)
+			}
+			r.finishBackup(ctx, logger, isb, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonBackupExists, msg, nil, failures{}, start)
+			return
+		}
+	}
 	pending, err := store.Begin(ctx, isb.Name, 0)
 	if err != nil {
 		r.finishBackup(ctx, logger, isb, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonStoreUnavailable, fmt.Sprintf("marking the backup in progress: %v", err), nil, failures{}, start)
@@ -321,7 +334,8 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 			entries = append(entries, it.entry)
 		}
 	}
-	if err := pending.Commit(ctx, entries); err != nil {
+	parts, _ := strconv.Atoi(isb.Annotations[oadpv1alpha1.AnnotationParts])
+	if err := pending.Commit(ctx, entries, parts); err != nil {
 		r.finishBackup(ctx, logger, isb, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonStoreUnavailable, fmt.Sprintf("writing the backup's index: %v", err), setFinal, fails, start)
 		return
 	}

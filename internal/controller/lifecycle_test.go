@@ -190,3 +190,60 @@ func TestRestoreOfASubsetAndOfAMissingBackup(t *testing.T) {
 		t.Errorf("Ready condition %+v, want BackupNotFound naming no-such-backup", c2)
 	}
 }
+
+func TestABackupNeverOverwritesAnotherOnesIndex(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	first, second := imageOn(t, nil), imageOn(t, nil)
+	r1, r2 := c.push("app/one", first, c.registry.Host), c.push("app/two", second, c.registry.Host)
+	c.startWorker(c.workerOptions())
+	orig := newBackup(c.ns, "taken", oadpv1alpha1.ImageStream{Name: "one", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r1)}})
+	c.create(orig)
+	waitFor(t, orig, 30*time.Second, "backup Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+	// The resource goes (its index stays, as when its location was unreachable at deletion),
+	// and another one of the same name arrives, as a restore or a person might bring it.
+	orig.Finalizers = nil
+	if err := env.Client.Update(ctx, orig); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Delete(ctx, orig); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "taken"}}, 30*time.Second, "gone", func(*oadpv1alpha1.ImageStreamsBackup) bool { return false }, allowGone)
+	before := must(c.store().ReadIndex(ctx, "taken"))
+
+	again := newBackup(c.ns, "taken", oadpv1alpha1.ImageStream{Name: "two", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r2)}})
+	c.create(again)
+	waitFor(t, again, 30*time.Second, "backup Failed", backupPhase(oadpv1alpha1.BackupPhaseFailed))
+	if reason, msg := readyReason(again.Status.Conditions); reason != controller.ReasonBackupExists || !strings.Contains(msg, "already exists") {
+		t.Errorf("Ready %s: %q, want BackupExists", reason, msg)
+	}
+	if after := must(c.store().ReadIndex(ctx, "taken")); len(after) != 1 || after[0].Descriptor.Digest != before[0].Descriptor.Digest {
+		t.Errorf("the stored index changed: %+v", after)
+	}
+}
+
+func TestRestoringABackupRestoresEveryPart(t *testing.T) {
+	c := newCluster(t)
+	one, two := imageOn(t, nil), imageOn(t, nil)
+	r1, r2 := c.push("app/one", one, c.registry.Host), c.push("app/two", two, c.registry.Host)
+	c.startWorker(c.workerOptions())
+	head := newBackup(c.ns, "parted", oadpv1alpha1.ImageStream{Name: "one", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r1, "latest")}})
+	head.Annotations = map[string]string{oadpv1alpha1.AnnotationParts: "2"}
+	part := newBackup(c.ns, "parted.1", oadpv1alpha1.ImageStream{Name: "two", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r2, "latest")}})
+	c.create(head)
+	c.create(part)
+	waitFor(t, head, 30*time.Second, "head Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+	waitFor(t, part, 30*time.Second, "part Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+
+	isr := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "all-parts"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "parted"}, NamespaceMapping: map[string]string{"app": "back"}}}
+	c.create(isr)
+	waitFor(t, isr, 30*time.Second, "restore Completed", restorePhase(oadpv1alpha1.RestorePhaseCompleted))
+	for tag, want := range map[string]string{"back/one:latest": r1, "back/two:latest": r2} {
+		got, err := remote.Get(must(name.NewTag(c.registry.Host+"/"+tag)), c.auth())
+		if err != nil || got.Digest.String() != digestOf(t, want) {
+			t.Errorf("%s = %v, %v; want %s", tag, got, err, digestOf(t, want))
+		}
+	}
+}

@@ -90,7 +90,7 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			setCondition(&s.CommonStatus, isr.Generation, oadpv1alpha1.ConditionReady, metav1.ConditionFalse, reason, err.Error())
 		})
 	}
-	entries, err := store.ReadIndex(ctx, isr.Spec.BackupName())
+	entries, err := store.ReadIndexWithParts(ctx, isr.Spec.BackupName())
 	if err != nil {
 		store.Close()
 		reason := ReasonStoreUnavailable

@@ -23,6 +23,7 @@ const (
 	ReasonFailed                 = "Failed"
 	ReasonCanceled               = "Canceled"
 	ReasonBackupNotFound         = "BackupNotFound"
+	ReasonBackupExists           = "BackupExists"
 	ReasonStoreUnavailable       = "StoreUnavailable"
 	ReasonRegistryNotConfigured  = "RegistryNotConfigured"
 )

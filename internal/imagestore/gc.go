@@ -101,9 +101,9 @@ func (p *Pending) Refresh(ctx context.Context) error {
 	return nil
 }
 
-// Commit writes the backup's index and removes the marker.
-func (p *Pending) Commit(ctx context.Context, entries []Entry) error {
-	if err := p.s.WriteIndex(ctx, p.name, entries); err != nil {
+// Commit writes the backup's index (see WriteIndex) and removes the marker.
+func (p *Pending) Commit(ctx context.Context, entries []Entry, parts int) error {
+	if err := p.s.WriteIndex(ctx, p.name, entries, parts); err != nil {
 		return err
 	}
 	return p.Abort(ctx)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -23,6 +24,11 @@ const (
 	AnnotationTags        = "oadp.openshift.io/tags"
 	AnnotationReference   = "oadp.openshift.io/reference"
 )
+
+// AnnotationParts on a backup's index says that the backup continues in the backups named
+// <name>.1 ... <name>.<parts-1>: an ImageStreamsBackup too large for one Kubernetes object is
+// split, each part stored as a backup of its own.
+const AnnotationParts = "oadp.openshift.io/parts"
 
 // MaxIndexSize bounds a backup's index.json; 20,000 entries take about 10 MiB.
 const MaxIndexSize = 64 << 20
@@ -52,9 +58,13 @@ func ValidateBackupName(name string) error {
 	return nil
 }
 
-// MarshalIndex encodes entries as the OCI image index stored at backups/<name>/index.json.
-func MarshalIndex(entries []Entry) ([]byte, error) {
+// MarshalIndex encodes entries as the OCI image index stored at backups/<name>/index.json; a
+// parts count above 1 is recorded in AnnotationParts.
+func MarshalIndex(entries []Entry, parts int) ([]byte, error) {
 	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: make([]v1.Descriptor, 0, len(entries))}
+	if parts > 1 {
+		idx.Annotations = map[string]string{AnnotationParts: strconv.Itoa(parts)}
+	}
 	for _, e := range entries {
 		d := v1.Descriptor{MediaType: e.Descriptor.MediaType, Digest: e.Descriptor.Digest, Size: e.Descriptor.Size,
 			Annotations: map[string]string{
@@ -71,17 +81,31 @@ func MarshalIndex(entries []Entry) ([]byte, error) {
 // ParseIndex decodes and validates a backup's index. The bucket is not trusted: every digest
 // must be valid, every size non-negative, every media type a manifest's.
 func ParseIndex(raw []byte) ([]Entry, error) {
+	entries, _, err := parseIndex(raw)
+	return entries, err
+}
+
+// maxParts bounds AnnotationParts, which the bucket could otherwise set to anything.
+const maxParts = 1024
+
+func parseIndex(raw []byte) ([]Entry, int, error) {
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 	if err != nil {
-		return nil, fmt.Errorf("parsing index: %w", err)
+		return nil, 0, fmt.Errorf("parsing index: %w", err)
+	}
+	parts := 1
+	if p, ok := idx.Annotations[AnnotationParts]; ok {
+		if parts, err = strconv.Atoi(p); err != nil || parts < 1 || parts > maxParts {
+			return nil, 0, fmt.Errorf("parsing index: %s %q is not a count from 1 to %d", AnnotationParts, p, maxParts)
+		}
 	}
 	entries := make([]Entry, 0, len(idx.Manifests))
 	for i, d := range idx.Manifests {
 		if err := validateDescriptor(d); err != nil {
-			return nil, fmt.Errorf("index entry %d: %w", i, err)
+			return nil, 0, fmt.Errorf("index entry %d: %w", i, err)
 		}
 		if !isManifest(d.MediaType) {
-			return nil, fmt.Errorf("index entry %d: media type %q is not a manifest's", i, d.MediaType)
+			return nil, 0, fmt.Errorf("index entry %d: media type %q is not a manifest's", i, d.MediaType)
 		}
 		e := Entry{
 			Namespace:   d.Annotations[AnnotationNamespace],
@@ -94,7 +118,7 @@ func ParseIndex(raw []byte) ([]Entry, error) {
 		}
 		entries = append(entries, e)
 	}
-	return entries, nil
+	return entries, parts, nil
 }
 
 func validateDescriptor(d v1.Descriptor) error {
@@ -154,15 +178,16 @@ func Children(desc v1.Descriptor, raw []byte) ([]v1.Descriptor, error) {
 }
 
 // WriteIndex writes a backup's index: the commit point that makes the backup complete. Call it
-// only after every blob the entries reach is stored.
-func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry) error {
+// only after every blob the entries reach is stored. parts above 1 says the backup continues
+// in <name>.1 ... (see AnnotationParts).
+func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry, parts int) error {
 	if err := ValidateBackupName(name); err != nil {
 		return err
 	}
 	if err := s.ensureLayout(ctx); err != nil {
 		return fmt.Errorf("writing oci-layout: %w", err)
 	}
-	raw, err := MarshalIndex(entries)
+	raw, err := MarshalIndex(entries, parts)
 	if err != nil {
 		return err
 	}
@@ -174,29 +199,62 @@ func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry) er
 
 // ReadIndex reads and validates a backup's index.
 func (s *Store) ReadIndex(ctx context.Context, name string) ([]Entry, error) {
-	if err := ValidateBackupName(name); err != nil {
+	entries, _, err := s.readIndex(ctx, name)
+	return entries, err
+}
+
+// ReadIndexWithParts reads a backup's index and those of its parts (AnnotationParts), in order.
+// A part that holds no image was never written and is skipped.
+func (s *Store) ReadIndexWithParts(ctx context.Context, name string) ([]Entry, error) {
+	entries, parts, err := s.readIndex(ctx, name)
+	if err != nil {
 		return nil, err
+	}
+	for k := 1; k < parts; k++ {
+		more, _, err := s.readIndex(ctx, name+"."+strconv.Itoa(k))
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		entries = append(entries, more...)
+	}
+	return entries, nil
+}
+
+func (s *Store) readIndex(ctx context.Context, name string) ([]Entry, int, error) {
+	if err := ValidateBackupName(name); err != nil {
+		return nil, 0, err
 	}
 	r, err := s.bucket.NewReader(ctx, backupKey(name, "index.json"), nil)
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
-			return nil, fmt.Errorf("backup %s: %w", name, ErrNotFound)
+			return nil, 0, fmt.Errorf("backup %s: %w", name, ErrNotFound)
 		}
-		return nil, fmt.Errorf("reading index of backup %s: %w", name, err)
+		return nil, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
 	}
 	defer r.Close()
 	if r.Size() > MaxIndexSize {
-		return nil, fmt.Errorf("index of backup %s is %d bytes, more than the %d allowed", name, r.Size(), MaxIndexSize)
+		return nil, 0, fmt.Errorf("index of backup %s is %d bytes, more than the %d allowed", name, r.Size(), MaxIndexSize)
 	}
 	raw, err := io.ReadAll(io.LimitReader(r, MaxIndexSize))
 	if err != nil {
-		return nil, fmt.Errorf("reading index of backup %s: %w", name, err)
+		return nil, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
 	}
-	entries, err := ParseIndex(raw)
+	entries, parts, err := parseIndex(raw)
 	if err != nil {
-		return nil, fmt.Errorf("backup %s: %w", name, err)
+		return nil, 0, fmt.Errorf("backup %s: %w", name, err)
 	}
-	return entries, nil
+	return entries, parts, nil
+}
+
+// HasIndex reports whether backup name is complete in the store.
+func (s *Store) HasIndex(ctx context.Context, name string) (bool, error) {
+	if err := ValidateBackupName(name); err != nil {
+		return false, err
+	}
+	return s.bucket.Exists(ctx, backupKey(name, "index.json"))
 }
 
 // Backups lists the names of the complete backups in the store.

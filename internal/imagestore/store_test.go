@@ -166,10 +166,10 @@ func TestGCDeletesOnlyWhatNoBackupNeeds(t *testing.T) {
 	entry := func(img v1.Image) imagestore.Entry {
 		return imagestore.Entry{Namespace: "app", ImageStream: "is", Descriptor: storeImage(t, s, img)}
 	}
-	if err := s.WriteIndex(ctx, "a", []imagestore.Entry{entry(onlyA), entry(shared)}); err != nil {
+	if err := s.WriteIndex(ctx, "a", []imagestore.Entry{entry(onlyA), entry(shared)}, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WriteIndex(ctx, "b", []imagestore.Entry{entry(shared), entry(onlyB)}); err != nil {
+	if err := s.WriteIndex(ctx, "b", []imagestore.Entry{entry(shared), entry(onlyB)}, 1); err != nil {
 		t.Fatal(err)
 	}
 
@@ -196,7 +196,7 @@ func TestGCDeletesOnlyWhatNoBackupNeeds(t *testing.T) {
 		t.Errorf("GC deleted blobs while a backup was in progress")
 	}
 
-	if err := pending.Commit(ctx, []imagestore.Entry{{Namespace: "app", ImageStream: "c", Descriptor: storeImage(t, s, inProgress)}}); err != nil {
+	if err := pending.Commit(ctx, []imagestore.Entry{{Namespace: "app", ImageStream: "c", Descriptor: storeImage(t, s, inProgress)}}, 1); err != nil {
 		t.Fatal(err)
 	}
 	rep, err = s.GC(ctx, 0)
@@ -274,7 +274,7 @@ func TestExportIsReadByCraneAndSkopeo(t *testing.T) {
 		{Namespace: "app", ImageStream: "multi", Tags: []string{"v1"}, Descriptor: idxDesc},
 		{Namespace: "app", ImageStream: "single", Tags: []string{"latest", "old"}, Descriptor: ociDesc},
 		{Namespace: "app", ImageStream: "docker", Descriptor: dockerDesc},
-	}); err != nil {
+	}, 1); err != nil {
 		t.Fatal(err)
 	}
 
@@ -380,7 +380,7 @@ func TestReadIndexRefusesUntrustedContent(t *testing.T) {
 func TestIndexRoundTrip(t *testing.T) {
 	in := []imagestore.Entry{{Namespace: "app", ImageStream: "web", Tags: []string{"latest", "v1"}, Reference: "r/app/web@sha256:x",
 		Descriptor: v1.Descriptor{MediaType: types.DockerManifestSchema2, Size: 7, Digest: v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", 7)}}}}
-	raw, err := imagestore.MarshalIndex(in)
+	raw, err := imagestore.MarshalIndex(in, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,5 +392,37 @@ func TestIndexRoundTrip(t *testing.T) {
 	b, _ := json.Marshal(out)
 	if !bytes.Equal(a, b) {
 		t.Errorf("index round trip changed entries:\n%s\n%s", a, b)
+	}
+}
+
+func TestReadIndexWithParts(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	entry := func(n int) imagestore.Entry {
+		return imagestore.Entry{Namespace: "app", ImageStream: fmt.Sprint("is", n), Descriptor: v1.Descriptor{MediaType: types.OCIManifestSchema1, Size: 1,
+			Digest: v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", n)}}}
+	}
+	// Three parts, of which part 1 held no image and was never written.
+	for name, e := range map[string]imagestore.Entry{"big": entry(0), "big.2": entry(2)} {
+		parts := 1
+		if name == "big" {
+			parts = 3
+		}
+		if err := s.WriteIndex(ctx, name, []imagestore.Entry{e}, parts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.ReadIndexWithParts(ctx, "big")
+	if err != nil || len(got) != 2 || got[0].ImageStream != "is0" || got[1].ImageStream != "is2" {
+		t.Errorf("ReadIndexWithParts = %+v, %v; want the head's and part 2's entries", got, err)
+	}
+	if only, err := s.ReadIndex(ctx, "big"); err != nil || len(only) != 1 {
+		t.Errorf("ReadIndex = %+v, %v; want the head alone", only, err)
+	}
+	for _, bad := range []string{`"0"`, `"many"`, `"5000"`} {
+		raw := fmt.Sprintf(`{"schemaVersion":2,"annotations":{%q:%s},"manifests":[]}`, imagestore.AnnotationParts, bad)
+		if _, err := imagestore.ParseIndex([]byte(raw)); err == nil {
+			t.Errorf("ParseIndex accepted parts %s", bad)
+		}
 	}
 }
