@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/google/go-containerregistry/pkg/name"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -266,9 +267,16 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 			logger.Error(err, "Failed to update progress")
 		}
 	}
+	lastRefresh := time.Now()
 	stopProgress := every(ctx, r.ProgressInterval, func() {
 		progress()
-		_ = pending.Refresh(ctx)
+		// The in-progress marker keeps GC away; it is stale after imagestore.DefaultStaleAfter.
+		if time.Since(lastRefresh) > imagestore.DefaultStaleAfter/6 {
+			if err := pending.Refresh(ctx); err != nil && ctx.Err() == nil {
+				logger.Error(err, "Failed to refresh the in-progress marker")
+			}
+			lastRefresh = time.Now()
+		}
 	})
 
 	sem := make(chan struct{}, max(1, opts.Jobs, copier.DefaultJobs))
@@ -348,10 +356,7 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 
 // finishBackup writes a terminal phase, unless the worker is shutting down: then the backup
 // stays InProgress for the next worker to resume.
-func (r *BackupReconciler) finishBackup(ctx context.Context, logger interface {
-	Info(string, ...any)
-	Error(error, string, ...any)
-}, isb *oadpv1alpha1.ImageStreamsBackup, canceledByUser func() bool, phase oadpv1alpha1.BackupPhase, reason, msg string,
+func (r *BackupReconciler) finishBackup(ctx context.Context, logger logr.Logger, isb *oadpv1alpha1.ImageStreamsBackup, canceledByUser func() bool, phase oadpv1alpha1.BackupPhase, reason, msg string,
 	mutate func(*oadpv1alpha1.ImageStreamsBackupStatus), fails failures, start time.Time) {
 	if ctx.Err() != nil && !canceledByUser() {
 		logger.Info("Backup interrupted by shutdown; it resumes when the worker restarts")

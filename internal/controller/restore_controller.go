@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
@@ -286,10 +287,7 @@ func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func(
 	r.finishRestore(ctx, logger, isr, canceledByUser, phase, reason, msg, setProgress, fails, start)
 }
 
-func (r *RestoreReconciler) finishRestore(ctx context.Context, logger interface {
-	Info(string, ...any)
-	Error(error, string, ...any)
-}, isr *oadpv1alpha1.ImageStreamsRestore, canceledByUser func() bool, phase oadpv1alpha1.RestorePhase, reason, msg string,
+func (r *RestoreReconciler) finishRestore(ctx context.Context, logger logr.Logger, isr *oadpv1alpha1.ImageStreamsRestore, canceledByUser func() bool, phase oadpv1alpha1.RestorePhase, reason, msg string,
 	mutate func(*oadpv1alpha1.ImageStreamsRestoreStatus), fails failures, start time.Time) {
 	if ctx.Err() != nil && !canceledByUser() {
 		logger.Info("Restore interrupted by shutdown; it resumes when the worker restarts")

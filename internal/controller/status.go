@@ -101,7 +101,7 @@ func outcome(total, failed int64) (reason string, partial, allFailed bool) {
 	}
 }
 
-// progressFrom copies copier counters into status.
+// setBlobProgress copies the copier's counters into status.
 func setBlobProgress(p *oadpv1alpha1.Progress, blobsTotal, blobsUploaded, blobsSkipped, bytesTotal, bytesUploaded, bytesSkipped int64) {
 	p.BlobsTotal, p.BlobsUploaded, p.BlobsSkipped = blobsTotal, blobsUploaded, blobsSkipped
 	p.BytesTotal, p.BytesUploaded, p.BytesSkipped = bytesTotal, bytesUploaded, bytesSkipped

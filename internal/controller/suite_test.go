@@ -142,7 +142,11 @@ func (c *cluster) startWorker(o controller.ManagerOptions) (stop func()) {
 	c.t.Helper()
 	cfg := rest.CopyConfig(env.Config)
 	cfg.Impersonate = rest.ImpersonationConfig{UserName: fmt.Sprintf("system:serviceaccount:%s:worker", c.ns)}
-	o.Logger = zap.New(zap.WriteTo(io.MultiWriter(c.logs, testWriter{c.t})), zap.UseDevMode(true))
+	tw := &testWriter{t: c.t}
+	// Registered before the worker's stop, so it runs after it: goroutines that still log once
+	// the test has ended must not reach t.Log, which panics then.
+	c.t.Cleanup(func() { tw.done.Store(true) })
+	o.Logger = zap.New(zap.WriteTo(io.MultiWriter(c.logs, tw)), zap.UseDevMode(true))
 	mgr, err := controller.NewManager(cfg, o)
 	if err != nil {
 		c.t.Fatal(err)
@@ -163,11 +167,16 @@ func (c *cluster) startWorker(o controller.ManagerOptions) (stop func()) {
 	return stop
 }
 
-// testWriter sends the worker's log to the test's log, shown when it fails.
-type testWriter struct{ t *testing.T }
+// testWriter sends the worker's log to the test's log, shown when it fails, until the test ends.
+type testWriter struct {
+	t    *testing.T
+	done atomic.Bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func (w *testWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
