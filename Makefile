@@ -49,6 +49,11 @@ manifests: $(CONTROLLER_GEN) ## Generate CRDs into deploy/crd, the worker's role
 	for crd in backups backupstoragelocations restores; do \
 		install -m 0644 $(VELERO_DIR)/config/crd/v1/bases/velero.io_$$crd.yaml test/crds/velero.io_$$crd.yaml; done
 
+.PHONY: build
+build: ## Build the plugin and the worker as static binaries into bin/.
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/imagestreams-backup-plugin ./plugin
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/imagestreams-backup-worker ./worker
+
 .PHONY: fmt
 fmt: ## Format the Go code.
 	gofmt -w $$(git ls-files '*.go')
@@ -66,7 +71,7 @@ verify: generate manifests ## Fail when generated files are stale, go.mod is unt
 ##@ Test
 
 .PHONY: test
-test: verify unit ## Everything CI runs: verify, then all tests against a real kube-apiserver and etcd.
+test: verify build unit ## Everything CI runs: verify, static builds, then every test against real parts.
 
 .PHONY: unit
 unit: envtest-bins $(VERSITYGW) debian-packages ## Run the Go tests (envtest uses bin/k8s).
