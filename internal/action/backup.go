@@ -36,6 +36,7 @@ var imageStreamsBackupsResource = schema.GroupResource{Group: oadpv1alpha1.Group
 type BackupAction struct {
 	log          logrus.FieldLogger
 	client       client.Client
+	applier      *applier
 	registryHost func(context.Context) (string, error)
 
 	mu    sync.Mutex
@@ -44,7 +45,7 @@ type BackupAction struct {
 
 // NewBackupAction returns the action; registryHost tells the internal registry's host.
 func NewBackupAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *BackupAction {
-	return &BackupAction{log: log, client: c, registryHost: registryHost, parts: map[types.UID]int{}}
+	return &BackupAction{log: log, client: c, applier: newApplier(c), registryHost: registryHost, parts: map[types.UID]int{}}
 }
 
 // Name implements the BackupItemAction interface.
@@ -159,7 +160,7 @@ func (a *BackupAction) record(ctx context.Context, backup *velerov1.Backup, part
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%s/%s", entry.Namespace, entry.Name)
 	manager := fmt.Sprintf("imagestreams-backup-plugin-%x", h.Sum64())
-	if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(manager), client.ForceOwnership); err != nil {
+	if err := a.applier.apply(ctx, u, manager); err != nil {
 		return fmt.Errorf("recording imagestream %s/%s in ImageStreamsBackup %s/%s: %w", entry.Namespace, entry.Name, backup.Namespace, part, err)
 	}
 	return nil

@@ -34,12 +34,13 @@ const LabelRestoreName = "velero.io/restore-name"
 type RestoreAction struct {
 	log          logrus.FieldLogger
 	client       client.Client
+	applier      *applier
 	registryHost func(context.Context) (string, error)
 }
 
 // NewRestoreAction returns the action.
 func NewRestoreAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *RestoreAction {
-	return &RestoreAction{log: log, client: c, registryHost: registryHost}
+	return &RestoreAction{log: log, client: c, applier: newApplier(c), registryHost: registryHost}
 }
 
 // Name implements the RestoreItemAction interface.
@@ -149,7 +150,7 @@ func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restor
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%s/%s", orig.Namespace, orig.Name)
 	manager := fmt.Sprintf("imagestreams-restore-plugin-%x", h.Sum64())
-	if err := a.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(manager), client.ForceOwnership); err != nil {
+	if err := a.applier.apply(ctx, obj, manager); err != nil {
 		return "", fmt.Errorf("recording imagestream %s/%s in ImageStreamsRestore %s/%s: %w", orig.Namespace, orig.Name, restore.Namespace, restore.Name, err)
 	}
 	return restore.Name, nil

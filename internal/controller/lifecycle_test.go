@@ -196,12 +196,14 @@ func TestABackupNeverOverwritesAnotherOnesIndex(t *testing.T) {
 	c := newCluster(t)
 	first, second := imageOn(t, nil), imageOn(t, nil)
 	r1, r2 := c.push("app/one", first, c.registry.Host), c.push("app/two", second, c.registry.Host)
-	c.startWorker(c.workerOptions())
+	stop := c.startWorker(c.workerOptions())
 	orig := newBackup(c.ns, "taken", oadpv1alpha1.ImageStream{Name: "one", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r1)}})
 	c.create(orig)
 	waitFor(t, orig, 30*time.Second, "backup Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
-	// The resource goes (its index stays, as when its location was unreachable at deletion),
-	// and another one of the same name arrives, as a restore or a person might bring it.
+	// The resource goes while no worker runs, so its index stays (as when its location was
+	// unreachable at deletion), and another one of the same name arrives, as a restore or a
+	// person might bring it.
+	stop()
 	orig.Finalizers = nil
 	if err := env.Client.Update(ctx, orig); err != nil {
 		t.Fatal(err)
@@ -212,6 +214,7 @@ func TestABackupNeverOverwritesAnotherOnesIndex(t *testing.T) {
 	waitFor(t, &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "taken"}}, 30*time.Second, "gone", func(*oadpv1alpha1.ImageStreamsBackup) bool { return false }, allowGone)
 	before := must(c.store().ReadIndex(ctx, "taken"))
 
+	c.startWorker(c.workerOptions())
 	again := newBackup(c.ns, "taken", oadpv1alpha1.ImageStream{Name: "two", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r2)}})
 	c.create(again)
 	waitFor(t, again, 30*time.Second, "backup Failed", backupPhase(oadpv1alpha1.BackupPhaseFailed))
