@@ -54,6 +54,15 @@ build: ## Build the plugin and the worker as static binaries into bin/.
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/imagestreams-backup-plugin ./plugin
 	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(BIN)/imagestreams-backup-worker ./worker
 
+CONTAINER_TOOL ?= $(shell command -v podman || command -v docker)
+PLUGIN_IMG ?= imagestreams-backup-plugin:latest
+WORKER_IMG ?= imagestreams-backup-worker:latest
+
+.PHONY: images
+images: ## Build the plugin and worker images (needs podman, or docker with a running engine).
+	$(CONTAINER_TOOL) build -f Dockerfile.plugin -t $(PLUGIN_IMG) .
+	$(CONTAINER_TOOL) build -f Dockerfile.worker -t $(WORKER_IMG) .
+
 .PHONY: fmt
 fmt: ## Format the Go code.
 	gofmt -w $$(git ls-files '*.go')
