@@ -10,6 +10,8 @@ KUBE_VERSION            ?= 1.34.2
 ETCD_VERSION            ?= 3.6.16
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 VERSITYGW_VERSION       ?= v1.8.0
+VELERO_VERSION          ?= v1.18.3
+VELERO_AWS_VERSION      ?= v1.14.3
 CRANE_VERSION           ?= v0.22.1
 
 BIN          := $(CURDIR)/bin
@@ -19,6 +21,8 @@ ETCD         := $(ENVTEST_DIR)/etcd
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 VERSITYGW    := $(BIN)/versitygw-$(VERSITYGW_VERSION)
 CRANE        := $(BIN)/crane-$(CRANE_VERSION)
+VELERO       := $(BIN)/velero-$(VELERO_VERSION)
+VELERO_PLUGIN_AWS := $(BIN)/velero-plugin-for-aws-$(VELERO_AWS_VERSION)
 
 GO_TEST_FLAGS ?= -race -count=1
 OPENSHIFT_API_DIR = $(shell go list -m -f '{{.Dir}}' github.com/openshift/api)
@@ -26,7 +30,8 @@ VELERO_DIR = $(shell go list -m -f '{{.Dir}}' github.com/vmware-tanzu/velero)
 
 # Tests find the tools through these.
 export KUBEBUILDER_ASSETS := $(ENVTEST_DIR)
-export VERSITYGW
+export VERSITYGW VELERO VELERO_PLUGIN_AWS
+export IMAGESTREAMS_BACKUP_PLUGIN := $(BIN)/imagestreams-backup-plugin
 
 ##@ General
 
@@ -80,11 +85,19 @@ verify: generate manifests ## Fail when generated files are stale, go.mod is unt
 ##@ Test
 
 .PHONY: test
-test: verify build unit ## Everything CI runs: verify, static builds, then every test against real parts.
+test: verify build unit e2e ## Everything CI runs: verify, static builds, then every test against real parts.
 
 .PHONY: unit
 unit: envtest-bins $(VERSITYGW) debian-packages ## Run the Go tests (envtest uses bin/k8s).
 	go test $(GO_TEST_FLAGS) ./...
+
+# e2e runs in a network namespace of its own: velero's manager always listens on *:8080, and
+# there only loopback exists. kube-apiserver needs a default route to pick its address.
+.PHONY: e2e
+e2e: build envtest-bins $(VERSITYGW) $(VELERO) $(VELERO_PLUGIN_AWS) debian-packages ## Run the end-to-end tests with a real velero server.
+	go test -tags e2e -c -o $(BIN)/e2e.test ./test/e2e
+	unshare --net sh -c 'ip link set lo up && ip addr add 10.255.0.1/32 dev lo && ip route add default dev lo && \
+		cd test/e2e && $(BIN)/e2e.test -test.v -test.count=1 -test.timeout=20m'
 
 ##@ Benchmarks
 
@@ -97,7 +110,7 @@ bench: $(CRANE) debian-packages ## Measure backup and restore against crane and 
 
 # Peers the tests run for real that Debian packages: skopeo reads exported OCI layouts, and
 # docker-registry is the distribution registry.
-DEBIAN_PACKAGES := skopeo docker-registry
+DEBIAN_PACKAGES := skopeo docker-registry iproute2
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: debian-packages
@@ -134,6 +147,14 @@ $(CONTROLLER_GEN):
 
 $(VERSITYGW): ## The versitygw S3 server the tests run on 127.0.0.1.
 	$(call go-install-tool,$@,github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION))
+
+$(VELERO): ## The velero server and CLI, from hack/tools/velero (which repeats velero's replaces).
+	cd hack/tools/velero && go build -trimpath -ldflags "-s -w -X github.com/vmware-tanzu/velero/pkg/buildinfo.Version=$(VELERO_VERSION)" \
+		-o $@.tmp github.com/vmware-tanzu/velero/cmd/velero
+	mv $@.tmp $@
+
+$(VELERO_PLUGIN_AWS):
+	$(call go-install-tool,$@,github.com/vmware-tanzu/velero-plugin-for-aws/velero-plugin-for-aws@$(VELERO_AWS_VERSION))
 
 $(CRANE):
 	$(call go-install-tool,$@,github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION))

@@ -103,7 +103,9 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if isb.Spec.Cancel {
 			r.runner.cancel(req.NamespacedName)
 		}
-		return ctrl.Result{}, nil
+		// The copy's own final status write may come before it leaves the runner; looking
+		// again later catches a spec that changed meanwhile.
+		return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
 	}
 	return r.reconcileNormal(ctx, isb)
 }
@@ -204,6 +206,7 @@ type work struct {
 }
 
 func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() bool, isb *oadpv1alpha1.ImageStreamsBackup, store *imagestore.Store, opts copier.Options, host string) {
+	live := isb.DeepCopy() // status patches refresh it; isb keeps the generation this run copies
 	logger := log.FromContext(ctx).WithValues("imagestreamsbackup", client.ObjectKeyFromObject(isb))
 	start := time.Now()
 	var items []*work
@@ -223,16 +226,16 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 			if err != nil {
 				msg = fmt.Sprintf("checking the location for backup %s: %v", isb.Name, err)
 			}
-			r.finishBackup(ctx, logger, isb, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonBackupExists, msg, nil, failures{}, start)
+			r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonBackupExists, msg, nil, failures{}, start)
 			return
 		}
 	}
 	pending, err := store.Begin(ctx, isb.Name, 0)
 	if err != nil {
-		r.finishBackup(ctx, logger, isb, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonStoreUnavailable, fmt.Sprintf("marking the backup in progress: %v", err), nil, failures{}, start)
+		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonStoreUnavailable, fmt.Sprintf("marking the backup in progress: %v", err), nil, failures{}, start)
 		return
 	}
-	if err := r.patchStatus(ctx, isb, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
+	if err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
 		s.Phase = oadpv1alpha1.BackupPhaseInProgress
 		if s.StartTimestamp == nil {
 			s.StartTimestamp = ptrNow()
@@ -255,12 +258,12 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 	c, err := copier.New(store, opts)
 	if err != nil {
 		_ = pending.Abort(context.WithoutCancel(ctx))
-		r.finishBackup(ctx, logger, isb, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonFailed, err.Error(), nil, fails, start)
+		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonFailed, err.Error(), nil, fails, start)
 		return
 	}
 	progress := func() {
 		st := c.Stats()
-		if err := r.patchStatus(ctx, isb, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
+		if err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
 			s.Progress.ImagesDone, s.Progress.ImagesFailed = done.Load(), failed.Load()
 			setBlobProgress(&s.Progress, st.BlobsTotal, st.BlobsUploaded, st.BlobsSkipped, st.BytesTotal, st.BytesUploaded, st.BytesSkipped)
 		}); err != nil && ctx.Err() == nil {
@@ -327,13 +330,13 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 		if canceledByUser() {
 			_ = pending.Abort(context.WithoutCancel(ctx))
 		}
-		r.finishBackup(ctx, logger, isb, canceledByUser, oadpv1alpha1.BackupPhaseCanceled, ReasonCanceled, "canceled by spec.cancel; no index was written", setFinal, fails, start)
+		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseCanceled, ReasonCanceled, "canceled by spec.cancel; no index was written", setFinal, fails, start)
 		return
 	}
 	reason, partial, allFailed := outcome(total, failed.Load())
 	if allFailed {
 		_ = pending.Abort(ctx)
-		r.finishBackup(ctx, logger, isb, canceledByUser, oadpv1alpha1.BackupPhaseFailed, reason, fmt.Sprintf("all %d images failed; see status.failures", total), setFinal, fails, start)
+		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, reason, fmt.Sprintf("all %d images failed; see status.failures", total), setFinal, fails, start)
 		return
 	}
 	var entries []imagestore.Entry
@@ -344,19 +347,19 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 	}
 	parts, _ := strconv.Atoi(isb.Annotations[oadpv1alpha1.AnnotationParts])
 	if err := pending.Commit(ctx, entries, parts); err != nil {
-		r.finishBackup(ctx, logger, isb, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonStoreUnavailable, fmt.Sprintf("writing the backup's index: %v", err), setFinal, fails, start)
+		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonStoreUnavailable, fmt.Sprintf("writing the backup's index: %v", err), setFinal, fails, start)
 		return
 	}
 	phase, msg := oadpv1alpha1.BackupPhaseCompleted, fmt.Sprintf("stored %d images: %d bytes uploaded, %d bytes already stored", total, st.BytesUploaded, st.BytesSkipped)
 	if partial {
 		phase, msg = oadpv1alpha1.BackupPhasePartiallyFailed, fmt.Sprintf("stored %d of %d images; %d failed, see status.failures", done.Load(), total, failed.Load())
 	}
-	r.finishBackup(ctx, logger, isb, canceledByUser, phase, reason, msg, setFinal, fails, start)
+	r.finishBackup(ctx, logger, isb, live, canceledByUser, phase, reason, msg, setFinal, fails, start)
 }
 
 // finishBackup writes a terminal phase, unless the worker is shutting down: then the backup
 // stays InProgress for the next worker to resume.
-func (r *BackupReconciler) finishBackup(ctx context.Context, logger logr.Logger, isb *oadpv1alpha1.ImageStreamsBackup, canceledByUser func() bool, phase oadpv1alpha1.BackupPhase, reason, msg string,
+func (r *BackupReconciler) finishBackup(ctx context.Context, logger logr.Logger, isb, live *oadpv1alpha1.ImageStreamsBackup, canceledByUser func() bool, phase oadpv1alpha1.BackupPhase, reason, msg string,
 	mutate func(*oadpv1alpha1.ImageStreamsBackupStatus), fails failures, start time.Time) {
 	if ctx.Err() != nil && !canceledByUser() {
 		logger.Info("Backup interrupted by shutdown; it resumes when the worker restarts")
@@ -367,7 +370,7 @@ func (r *BackupReconciler) finishBackup(ctx context.Context, logger logr.Logger,
 	if phase == oadpv1alpha1.BackupPhaseCompleted {
 		ready = metav1.ConditionTrue
 	}
-	err := r.patchStatus(ctx, isb, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
+	err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
 		if mutate != nil {
 			mutate(s)
 		}
@@ -385,7 +388,7 @@ func (r *BackupReconciler) finishBackup(ctx context.Context, logger logr.Logger,
 	if phase != oadpv1alpha1.BackupPhaseCompleted {
 		kind = corev1.EventTypeWarning
 	}
-	r.Recorder.Eventf(isb, nil, kind, string(phase), "Backup", msg)
+	r.Recorder.Eventf(live, nil, kind, string(phase), "Backup", msg)
 	runDuration.WithLabelValues("backup", string(phase)).Observe(time.Since(start).Seconds())
 	logger.Info("Backup finished", "phase", phase, "message", msg)
 }

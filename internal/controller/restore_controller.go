@@ -60,7 +60,9 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		if isr.Spec.Cancel || !isr.DeletionTimestamp.IsZero() {
 			r.runner.cancel(req.NamespacedName)
 		}
-		return ctrl.Result{}, nil
+		// The copy's own final status write may come before it leaves the runner; looking
+		// again later catches a spec that changed meanwhile.
+		return ctrl.Result{RequeueAfter: r.RetryInterval}, nil
 	}
 	if !isr.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
@@ -175,6 +177,7 @@ func selectImages(spec *oadpv1alpha1.ImageStreamsRestoreSpec, entries []imagesto
 }
 
 func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func() bool, isr *oadpv1alpha1.ImageStreamsRestore, store *imagestore.Store, entries []imagestore.Entry, opts copier.Options, host string) {
+	live := isr.DeepCopy() // status patches refresh it; isr keeps the generation this run copies
 	logger := log.FromContext(ctx).WithValues("imagestreamsrestore", client.ObjectKeyFromObject(isr))
 	start := time.Now()
 	groups := selectImages(&isr.Spec, entries)
@@ -182,7 +185,7 @@ func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func(
 	for _, g := range groups {
 		total += int64(len(g))
 	}
-	if err := r.patchStatus(ctx, isr, func(s *oadpv1alpha1.ImageStreamsRestoreStatus) {
+	if err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsRestoreStatus) {
 		s.Phase = oadpv1alpha1.RestorePhaseInProgress
 		if s.StartTimestamp == nil {
 			s.StartTimestamp = ptrNow()
@@ -200,7 +203,7 @@ func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func(
 
 	p, err := copier.NewPusher(ctx, store, opts)
 	if err != nil {
-		r.finishRestore(ctx, logger, isr, canceledByUser, oadpv1alpha1.RestorePhaseFailed, ReasonFailed, err.Error(), nil, failures{}, start)
+		r.finishRestore(ctx, logger, isr, live, canceledByUser, oadpv1alpha1.RestorePhaseFailed, ReasonFailed, err.Error(), nil, failures{}, start)
 		return
 	}
 	var done, failed atomic.Int64
@@ -219,7 +222,7 @@ func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func(
 		setBlobProgress(&s.Progress, st.BlobsTotal, st.BlobsUploaded, st.BlobsSkipped, st.BytesTotal, st.BytesUploaded, st.BytesSkipped)
 	}
 	stop := every(ctx, r.ProgressInterval, func() {
-		if err := r.patchStatus(ctx, isr, setProgress); err != nil && ctx.Err() == nil {
+		if err := r.patchStatus(ctx, live, setProgress); err != nil && ctx.Err() == nil {
 			logger.Error(err, "Failed to update progress")
 		}
 	})
@@ -273,7 +276,7 @@ func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func(
 	imagesProcessed.WithLabelValues("restore", "failed").Add(float64(failed.Load()))
 
 	if ctx.Err() != nil {
-		r.finishRestore(ctx, logger, isr, canceledByUser, oadpv1alpha1.RestorePhaseCanceled, ReasonCanceled, "canceled by spec.cancel", setProgress, fails, start)
+		r.finishRestore(ctx, logger, isr, live, canceledByUser, oadpv1alpha1.RestorePhaseCanceled, ReasonCanceled, "canceled by spec.cancel", setProgress, fails, start)
 		return
 	}
 	reason, partial, allFailed := outcome(total, failed.Load())
@@ -284,10 +287,10 @@ func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func(
 	case partial:
 		phase, msg = oadpv1alpha1.RestorePhasePartiallyFailed, fmt.Sprintf("pushed %d of %d images; %d failed, see status.failures", done.Load(), total, failed.Load())
 	}
-	r.finishRestore(ctx, logger, isr, canceledByUser, phase, reason, msg, setProgress, fails, start)
+	r.finishRestore(ctx, logger, isr, live, canceledByUser, phase, reason, msg, setProgress, fails, start)
 }
 
-func (r *RestoreReconciler) finishRestore(ctx context.Context, logger logr.Logger, isr *oadpv1alpha1.ImageStreamsRestore, canceledByUser func() bool, phase oadpv1alpha1.RestorePhase, reason, msg string,
+func (r *RestoreReconciler) finishRestore(ctx context.Context, logger logr.Logger, isr, live *oadpv1alpha1.ImageStreamsRestore, canceledByUser func() bool, phase oadpv1alpha1.RestorePhase, reason, msg string,
 	mutate func(*oadpv1alpha1.ImageStreamsRestoreStatus), fails failures, start time.Time) {
 	if ctx.Err() != nil && !canceledByUser() {
 		logger.Info("Restore interrupted by shutdown; it resumes when the worker restarts")
@@ -298,7 +301,7 @@ func (r *RestoreReconciler) finishRestore(ctx context.Context, logger logr.Logge
 	if phase == oadpv1alpha1.RestorePhaseCompleted {
 		ready = metav1.ConditionTrue
 	}
-	if err := r.patchStatus(ctx, isr, func(s *oadpv1alpha1.ImageStreamsRestoreStatus) {
+	if err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsRestoreStatus) {
 		if mutate != nil {
 			mutate(s)
 		}
@@ -315,7 +318,7 @@ func (r *RestoreReconciler) finishRestore(ctx context.Context, logger logr.Logge
 	if phase != oadpv1alpha1.RestorePhaseCompleted {
 		kind = corev1.EventTypeWarning
 	}
-	r.Recorder.Eventf(isr, nil, kind, string(phase), "Restore", msg)
+	r.Recorder.Eventf(live, nil, kind, string(phase), "Restore", msg)
 	runDuration.WithLabelValues("restore", string(phase)).Observe(time.Since(start).Seconds())
 	logger.Info("Restore finished", "phase", phase, "message", msg)
 }

@@ -24,8 +24,8 @@ type TB interface {
 	Cleanup(func())
 }
 
-// binary finds a tool: the path in env var, else the only bin/<pattern> built by make.
-func binary(t TB, env, pattern string) string {
+// Binary finds a tool: the path in env var, else on PATH, else the only bin/<pattern> built by make.
+func Binary(t TB, env, pattern string) string {
 	t.Helper()
 	if p := os.Getenv(env); p != "" {
 		return p
@@ -107,7 +107,7 @@ func StartS3(t TB, buckets ...string) *S3 {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	s.URL = "http://" + addr
-	cmd := exec.Command(binary(t, "VERSITYGW", "versitygw-*"), "--port", addr, "--region", s.Region, "posix", s.Dir)
+	cmd := exec.Command(Binary(t, "VERSITYGW", "versitygw-*"), "--port", addr, "--region", s.Region, "posix", s.Dir)
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
 	start(t, cmd, addr)
 	return s

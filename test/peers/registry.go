@@ -54,6 +54,6 @@ http:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	start(t, exec.Command(binary(t, "DOCKER_REGISTRY", "docker-registry"), "serve", path), r.Host)
+	start(t, exec.Command(Binary(t, "DOCKER_REGISTRY", "docker-registry"), "serve", path), r.Host)
 	return r
 }

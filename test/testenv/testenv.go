@@ -96,6 +96,16 @@ func Start() (*Environment, error) {
 	return &Environment{Config: cfg, Client: c, Scheme: scheme, env: env}, nil
 }
 
+// AdminKubeconfig returns a kubeconfig for a cluster administrator, for processes such as
+// velero that the tests run beside.
+func (e *Environment) AdminKubeconfig() ([]byte, error) {
+	u, err := e.env.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return u.KubeConfig()
+}
+
 // Stop stops the control plane.
 func (e *Environment) Stop() error { return e.env.Stop() }
 

@@ -1,0 +1,145 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	imagev1 "github.com/openshift/api/image/v1"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+)
+
+// pushImageStream pushes img to the registry as <ns>/<name>:<tag> and creates the imagestream
+// pointing at it. On OpenShift the registry fills the imagestream's status on push; here the
+// harness writes that status itself.
+func pushImageStream(t *testing.T, ns, isName string, tags map[string]remote.Taggable, external map[string]string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.registry.Username, Password: st.registry.Password}))
+	repo := must(name.NewRepository(st.registry.Host + "/" + ns + "/" + isName))
+	is := &imagev1.ImageStream{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: isName}}
+	if err := st.env.Client.Create(ctx, is); err != nil {
+		t.Fatal(err)
+	}
+	digests := map[string]string{}
+	is.Status.DockerImageRepository = repo.String()
+	for tag, tg := range tags {
+		var h v1.Hash
+		switch x := tg.(type) {
+		case v1.Image:
+			h = must(x.Digest())
+			if err := remote.Write(repo.Tag(tag), x, auth); err != nil {
+				t.Fatal(err)
+			}
+		case v1.ImageIndex:
+			h = must(x.Digest())
+			if err := remote.WriteIndex(repo.Tag(tag), x, auth); err != nil {
+				t.Fatal(err)
+			}
+		}
+		digests[tag] = h.String()
+		is.Status.Tags = append(is.Status.Tags, imagev1.NamedTagEventList{Tag: tag, Items: []imagev1.TagEvent{
+			{DockerImageReference: repo.String() + "@" + h.String(), Image: h.String(), Created: metav1.Now()}}})
+	}
+	for tag, ref := range external {
+		is.Status.Tags = append(is.Status.Tags, imagev1.NamedTagEventList{Tag: tag, Items: []imagev1.TagEvent{
+			{DockerImageReference: ref, Image: ref[strings.Index(ref, "@")+1:], Created: metav1.Now()}}})
+	}
+	if err := st.env.Client.Status().Update(ctx, is); err != nil {
+		t.Fatal(err)
+	}
+	return digests
+}
+
+func TestBackupAndRestoreWithVelero(t *testing.T) {
+	ctx := context.Background()
+	c := st.env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "app"}}); err != nil {
+		t.Fatal(err)
+	}
+	web := pushImageStream(t, "app", "web", map[string]remote.Taggable{"latest": must(random.Image(64<<10, 2)), "v1": must(random.Image(64<<10, 2))}, nil)
+	multi := pushImageStream(t, "app", "multi", map[string]remote.Taggable{"latest": must(random.Index(32<<10, 2, 3))},
+		map[string]string{"upstream": "quay.io/org/external@sha256:" + strings.Repeat("e", 64)})
+
+	// Scenario: velero backup create; the Backup completes only after the images are stored.
+	st.run("backup", "create", "b1", "--include-namespaces", "app", "--wait")
+	vb := &velerov1.Backup{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "b1"}, vb); err != nil {
+		t.Fatal(err)
+	}
+	isb := &oadpv1alpha1.ImageStreamsBackup{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "b1"}, isb); err != nil {
+		t.Fatalf("no ImageStreamsBackup for the Velero backup: %v", err)
+	}
+	if vb.Status.Phase != velerov1.BackupPhaseCompleted || isb.Status.Phase != oadpv1alpha1.BackupPhaseCompleted {
+		t.Fatalf("Velero backup %s, ImageStreamsBackup %s; want both Completed", vb.Status.Phase, isb.Status.Phase)
+	}
+	if !isb.Status.CompletionTimestamp.Time.Before(vb.Status.CompletionTimestamp.Time.Add(time.Second)) {
+		t.Errorf("the Velero backup completed at %v, before the images (%v)", vb.Status.CompletionTimestamp, isb.Status.CompletionTimestamp)
+	}
+	if p := isb.Status.Progress; p.ImagesTotal != 3 || p.ImagesDone != 3 {
+		t.Errorf("image backup progress %+v, want the 3 internal images (the external one is not copied)", p)
+	}
+	if out := st.run("backup", "describe", "b1", "--details"); !strings.Contains(out, "oadp.openshift.io/imagestreams-backup") {
+		t.Errorf("velero backup describe does not show the image operations:\n%s", out)
+	}
+	store := st.store()
+	defer store.Close()
+	entries := must(store.ReadIndex(ctx, "b1"))
+	if len(entries) != 3 {
+		t.Errorf("stored index has %d images, want 3", len(entries))
+	}
+	bsl := &velerov1.BackupStorageLocation{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "default"}, bsl); err != nil || bsl.Status.Phase != velerov1.BackupStorageLocationPhaseAvailable {
+		t.Errorf("BackupStorageLocation %s (%v), want Available", bsl.Status.Phase, err)
+	}
+
+	// Scenario: restore into another namespace with velero restore create alone.
+	st.run("restore", "create", "r1", "--from-backup", "b1", "--namespace-mappings", "app:app2", "--wait")
+	vr := &velerov1.Restore{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "r1"}, vr); err != nil || vr.Status.Phase != velerov1.RestorePhaseCompleted {
+		t.Fatalf("Velero restore %s (%v), want Completed", vr.Status.Phase, err)
+	}
+	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.registry.Username, Password: st.registry.Password}))
+	for ref, want := range map[string]string{"app2/web:latest": web["latest"], "app2/web:v1": web["v1"], "app2/multi:latest": multi["latest"]} {
+		got, err := remote.Get(must(name.NewTag(st.registry.Host+"/"+ref)), auth)
+		if err != nil || got.Digest.String() != want {
+			t.Errorf("%s after restore = %v, %v; want %s", ref, got, err, want)
+		}
+	}
+	if t.Failed() {
+		isrs := &oadpv1alpha1.ImageStreamsRestoreList{}
+		_ = c.List(ctx, isrs, client.InNamespace(veleroNS))
+		t.Logf("ImageStreamsRestores: %s", must(yaml.Marshal(isrs.Items)))
+		t.Logf("velero restore describe:\n%s", st.run("restore", "describe", "r1", "--details"))
+		logs, _ := os.ReadFile(filepath.Join(st.home, "worker.log"))
+		t.Logf("worker log:\n%s", logs)
+	}
+	restored := &imagev1.ImageStream{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "app2", Name: "web"}, restored); err != nil {
+		t.Fatalf("imagestream not restored: %v", err)
+	}
+	if after := must(store.ReadIndex(ctx, "b1")); len(after) != len(entries) {
+		t.Errorf("the restore changed b1's stored index")
+	}
+	list := &oadpv1alpha1.ImageStreamsBackupList{}
+	if err := c.List(ctx, list, client.InNamespace(veleroNS)); err != nil || len(list.Items) != 1 {
+		t.Errorf("ImageStreamsBackups after the restore: %d (%v), want only b1: a restore starts no image backup", len(list.Items), err)
+	}
+}
