@@ -32,6 +32,7 @@ VELERO_DIR = $(shell go list -m -f '{{.Dir}}' github.com/vmware-tanzu/velero)
 export KUBEBUILDER_ASSETS := $(ENVTEST_DIR)
 export VERSITYGW VELERO VELERO_PLUGIN_AWS
 export IMAGESTREAMS_BACKUP_PLUGIN := $(BIN)/imagestreams-backup-plugin
+export IMAGESTREAMS_BACKUP_WORKER := $(BIN)/imagestreams-backup-worker
 
 ##@ General
 

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/test/peers"
 )
 
 // pushImageStream pushes img to the registry as <ns>/<name>:<tag> and creates the imagestream
@@ -141,5 +143,75 @@ func TestBackupAndRestoreWithVelero(t *testing.T) {
 	list := &oadpv1alpha1.ImageStreamsBackupList{}
 	if err := c.List(ctx, list, client.InNamespace(veleroNS)); err != nil || len(list.Items) != 1 {
 		t.Errorf("ImageStreamsBackups after the restore: %d (%v), want only b1: a restore starts no image backup", len(list.Items), err)
+	}
+
+	// Scenario: a second backup of unchanged images uploads nothing. multi goes first, so that
+	// some blobs belong to b1 alone.
+	multiBlobs := must(store.ReadIndex(ctx, "b1"))
+	if err := c.Delete(ctx, &imagev1.ImageStream{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "multi"}}); err != nil {
+		t.Fatal(err)
+	}
+	st.run("backup", "create", "b2", "--include-namespaces", "app", "--wait")
+	isb2 := &oadpv1alpha1.ImageStreamsBackup{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "b2"}, isb2); err != nil || isb2.Status.Phase != oadpv1alpha1.BackupPhaseCompleted {
+		t.Fatalf("b2's ImageStreamsBackup %s (%v), want Completed", isb2.Status.Phase, err)
+	}
+	if p := isb2.Status.Progress; p.BytesUploaded != 0 || p.ImagesDone != 2 || p.BytesSkipped == 0 {
+		t.Errorf("second backup progress %+v, want 2 images and 0 bytes uploaded", p)
+	}
+
+	// Scenario: velero backup delete removes b1's images, keeps what b2 uses.
+	st.run("backup", "delete", "b1", "--confirm")
+	st.waitFor(time.Minute, "b1's stored index removed", func() bool {
+		ok, err := store.HasIndex(ctx, "b1")
+		return err == nil && !ok
+	})
+	var multiDigest v1.Hash
+	for _, e := range multiBlobs {
+		if e.ImageStream == "multi" {
+			multiDigest = e.Descriptor.Digest
+		}
+	}
+	st.waitFor(time.Minute, "the blobs only b1 used collected", func() bool {
+		ok, err := store.Has(ctx, multiDigest)
+		return err == nil && !ok
+	})
+	out, err := exec.Command(peers.Binary(t, "IMAGESTREAMS_BACKUP_WORKER", "imagestreams-backup-worker"), "verify", "--provider", "aws",
+		"--bucket", "velero", "--prefix", "cluster-a", "--backup", "b2", "--credentials-file", st.credentialsFile,
+		"--config", "region="+st.s3.Region+",s3Url="+st.s3.URL+",s3ForcePathStyle=true").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "every digest matches") {
+		t.Errorf("imagestreams-backup-worker verify b2: %v\n%s", err, out)
+	}
+}
+
+func TestMissingImageMakesTheVeleroBackupPartiallyFailed(t *testing.T) {
+	ctx := context.Background()
+	c := st.env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "broken"}}); err != nil {
+		t.Fatal(err)
+	}
+	pushImageStream(t, "broken", "good", map[string]remote.Taggable{"latest": must(random.Image(16<<10, 1))}, nil)
+	gone := st.registry.Host + "/broken/gone@sha256:" + strings.Repeat("0", 64)
+	is := &imagev1.ImageStream{ObjectMeta: metav1.ObjectMeta{Namespace: "broken", Name: "gone"}}
+	if err := c.Create(ctx, is); err != nil {
+		t.Fatal(err)
+	}
+	is.Status.DockerImageRepository = st.registry.Host + "/broken/gone"
+	is.Status.Tags = []imagev1.NamedTagEventList{{Tag: "latest", Items: []imagev1.TagEvent{{DockerImageReference: gone, Image: gone[strings.Index(gone, "@")+1:], Created: metav1.Now()}}}}
+	if err := c.Status().Update(ctx, is); err != nil {
+		t.Fatal(err)
+	}
+	st.run("backup", "create", "b3", "--include-namespaces", "broken", "--wait")
+	vb := &velerov1.Backup{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "b3"}, vb); err != nil || vb.Status.Phase != velerov1.BackupPhasePartiallyFailed {
+		t.Fatalf("Velero backup %s (%v), want PartiallyFailed", vb.Status.Phase, err)
+	}
+	if out := st.run("backup", "describe", "b3", "--details"); !strings.Contains(out, gone) {
+		t.Errorf("velero backup describe does not name the missing image %s:\n%s", gone, out)
+	}
+	store := st.store()
+	defer store.Close()
+	if entries := must(store.ReadIndex(ctx, "b3")); len(entries) != 1 || entries[0].ImageStream != "good" {
+		t.Errorf("b3 stored %+v, want the good image", entries)
 	}
 }

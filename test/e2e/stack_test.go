@@ -46,6 +46,8 @@ type stack struct {
 	velero     string
 	registry   *peers.Registry
 	s3         *peers.S3
+	// credentialsFile holds the S3 credentials, for the worker's subcommands.
+	credentialsFile string
 }
 
 var st *stack
@@ -143,6 +145,8 @@ func start(t *tb) *stack {
 	check(c.Status().Update(ctx, img))
 
 	s.s3 = peers.StartS3(t, "velero")
+	s.credentialsFile = filepath.Join(t.TempDir(), "cloud")
+	check(os.WriteFile(s.credentialsFile, s.s3.CredentialsFile("default"), 0o600))
 	check(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: veleroNS, Name: "cloud-credentials"},
 		Data: map[string][]byte{"cloud": s.s3.CredentialsFile("default")}}))
 	check(c.Create(ctx, &velerov1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Namespace: veleroNS, Name: "default"},
@@ -211,7 +215,12 @@ func (s *stack) waitFor(timeout time.Duration, what string, cond func() bool) {
 		if len(tail) > 8000 {
 			tail = tail[len(tail)-8000:]
 		}
-		panic(fmt.Sprintf("waiting for %s: %v\nvelero server log tail:\n%s", what, err, tail))
+		wlog, _ := os.ReadFile(filepath.Join(s.home, "worker.log"))
+		wtail := string(wlog)
+		if len(wtail) > 4000 {
+			wtail = wtail[len(wtail)-4000:]
+		}
+		panic(fmt.Sprintf("waiting for %s: %v\nvelero server log tail:\n%s\nworker log tail:\n%s", what, err, tail, wtail))
 	}
 }
 
