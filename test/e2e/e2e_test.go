@@ -19,6 +19,7 @@ import (
 	imagev1 "github.com/openshift/api/image/v1"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -213,5 +214,119 @@ func TestMissingImageMakesTheVeleroBackupPartiallyFailed(t *testing.T) {
 	defer store.Close()
 	if entries := must(store.ReadIndex(ctx, "b3")); len(entries) != 1 || entries[0].ImageStream != "good" {
 		t.Errorf("b3 stored %+v, want the good image", entries)
+	}
+}
+
+// wipeNamespace deletes a namespace's imagestreams and the namespace itself, which envtest,
+// having no namespace controller, only finishes when told through the finalize subresource.
+func wipeNamespace(t *testing.T, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	c := st.env.Client
+	if err := c.DeleteAllOf(ctx, &imagev1.ImageStream{}, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	nsObj := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err == nil {
+		nsObj.Spec.Finalizers = nil
+		if err := c.SubResource("finalize").Update(ctx, nsObj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.waitFor(time.Minute, "namespace "+ns+" gone", func() bool {
+		return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}))
+	})
+}
+
+func TestRestoreAfterTheNamespaceAndImagesAreGone(t *testing.T) {
+	ctx := context.Background()
+	c := st.env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "wipe"}}); err != nil {
+		t.Fatal(err)
+	}
+	img := must(random.Image(32<<10, 2))
+	digests := pushImageStream(t, "wipe", "web", map[string]remote.Taggable{"latest": img}, nil)
+	st.run("backup", "create", "b4", "--include-namespaces", "wipe", "--wait")
+	store := st.store()
+	defer store.Close()
+	before := must(store.ReadIndex(ctx, "b4"))
+
+	wipeNamespace(t, "wipe")
+	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.registry.Username, Password: st.registry.Password}))
+	repo := must(name.NewRepository(st.registry.Host + "/wipe/web"))
+	if err := remote.Delete(repo.Digest(digests["latest"]), auth); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Head(repo.Tag("latest"), auth); err == nil {
+		t.Fatal("the registry still has wipe/web:latest")
+	}
+
+	backups := &oadpv1alpha1.ImageStreamsBackupList{}
+	if err := c.List(ctx, backups, client.InNamespace(veleroNS)); err != nil {
+		t.Fatal(err)
+	}
+	st.run("restore", "create", "r4", "--from-backup", "b4", "--status-include-resources", "imagestreams.image.openshift.io", "--wait")
+	got, err := remote.Get(repo.Tag("latest"), auth)
+	if err != nil || got.Digest.String() != digests["latest"] {
+		t.Fatalf("wipe/web:latest after restore = %v, %v; want %s", got, err, digests["latest"])
+	}
+	is := &imagev1.ImageStream{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "wipe", Name: "web"}, is); err != nil {
+		t.Fatal(err)
+	}
+	if is.Status.DockerImageRepository != st.registry.Host+"/wipe/web" || len(is.Status.Tags) != 1 ||
+		is.Status.Tags[0].Items[0].DockerImageReference != st.registry.Host+"/wipe/web@"+digests["latest"] {
+		t.Errorf("restored imagestream status %+v, want references to this registry", is.Status)
+	}
+	if after := must(store.ReadIndex(ctx, "b4")); len(after) != len(before) || after[0].Descriptor.Digest != before[0].Descriptor.Digest {
+		t.Errorf("b4's stored index changed")
+	}
+	after := &oadpv1alpha1.ImageStreamsBackupList{}
+	if err := c.List(ctx, after, client.InNamespace(veleroNS)); err != nil || len(after.Items) != len(backups.Items) {
+		t.Errorf("ImageStreamsBackups went from %d to %d (%v): the restore started an image backup", len(backups.Items), len(after.Items), err)
+	}
+}
+
+func TestAPersonsImageStreamsRestoreIsWaitedFor(t *testing.T) {
+	ctx := context.Background()
+	c := st.env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pick"}}); err != nil {
+		t.Fatal(err)
+	}
+	a := pushImageStream(t, "pick", "a", map[string]remote.Taggable{"latest": must(random.Image(16<<10, 1))}, nil)
+	b := pushImageStream(t, "pick", "b", map[string]remote.Taggable{"latest": must(random.Image(16<<10, 1))}, nil)
+	st.run("backup", "create", "b5", "--include-namespaces", "pick", "--wait")
+
+	mine := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: veleroNS, Name: "by-hand"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b5"},
+		ImageStreams:                []oadpv1alpha1.ImageStream{{Name: "a", Namespace: "pick"}},
+		NamespaceMapping:            map[string]string{"pick": "pick2"}}}
+	if err := c.Create(ctx, mine); err != nil {
+		t.Fatal(err)
+	}
+	st.run("restore", "create", "r5", "--from-backup", "b5", "--namespace-mappings", "pick:pick2", "--wait")
+	vr := &velerov1.Restore{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "r5"}, vr); err != nil || vr.Status.Phase != velerov1.RestorePhaseCompleted {
+		t.Fatalf("Velero restore %s (%v), want Completed", vr.Status.Phase, err)
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(mine), mine); err != nil || mine.Status.Phase != oadpv1alpha1.RestorePhaseCompleted || mine.Status.Progress.ImagesDone != 1 {
+		t.Errorf("the person's restore %s with %d images (%v), want Completed with 1", mine.Status.Phase, mine.Status.Progress.ImagesDone, err)
+	}
+	own := &oadpv1alpha1.ImageStreamsRestore{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "r5"}, own); err != nil || len(own.Spec.ImageStreams) != 1 || own.Spec.ImageStreams[0].Name != "b" {
+		t.Errorf("the Velero restore's own ImageStreamsRestore lists %+v (%v), want only b", own.Spec.ImageStreams, err)
+	}
+	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.registry.Username, Password: st.registry.Password}))
+	for ref, want := range map[string]string{"pick2/a:latest": a["latest"], "pick2/b:latest": b["latest"]} {
+		got, err := remote.Get(must(name.NewTag(st.registry.Host+"/"+ref)), auth)
+		if err != nil || got.Digest.String() != want {
+			t.Errorf("%s = %v, %v; want %s", ref, got, err, want)
+		}
 	}
 }
