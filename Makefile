@@ -40,6 +40,13 @@ export IMAGESTREAMS_BACKUP_WORKER := $(BIN)/imagestreams-backup-worker
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make \033[36m<target>\033[0m\n"} /^[a-zA-Z_-]+:.*?##/ { printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) }' $(MAKEFILE_LIST)
 
+##@ Try it
+
+.PHONY: demo
+demo: $(STACK_DEPS) ## Back up and restore sample imagestreams with a real velero server on this machine, and print a report.
+	go build -o $(BIN)/demo ./test/demo
+	$(IN_NETNS) $(BIN)/demo
+
 ##@ Development
 
 .PHONY: generate
@@ -92,13 +99,15 @@ test: verify build unit e2e ## Everything CI runs: verify, static builds, then e
 unit: envtest-bins $(VERSITYGW) debian-packages ## Run the Go tests (envtest uses bin/k8s).
 	go test $(GO_TEST_FLAGS) ./...
 
-# e2e runs in a network namespace of its own: velero's manager always listens on *:8080, and
-# there only loopback exists. kube-apiserver needs a default route to pick its address.
+# The whole stack runs in a network namespace of its own: velero's manager always listens on
+# *:8080, and there only loopback exists. kube-apiserver needs a default route to pick its address.
+IN_NETNS = $(SUDO) unshare --net sh -c 'ip link set lo up && ip addr add 10.255.0.1/32 dev lo && ip route add default dev lo && exec "$$0" "$$@"'
+STACK_DEPS = build envtest-bins $(VERSITYGW) $(VELERO) $(VELERO_PLUGIN_AWS) debian-packages
+
 .PHONY: e2e
-e2e: build envtest-bins $(VERSITYGW) $(VELERO) $(VELERO_PLUGIN_AWS) debian-packages ## Run the end-to-end tests with a real velero server.
+e2e: $(STACK_DEPS) ## Run the end-to-end tests with a real velero server.
 	go test -tags e2e -c -o $(BIN)/e2e.test ./test/e2e
-	unshare --net sh -c 'ip link set lo up && ip addr add 10.255.0.1/32 dev lo && ip route add default dev lo && \
-		cd test/e2e && $(BIN)/e2e.test -test.v -test.count=1 -test.timeout=20m'
+	cd test/e2e && $(IN_NETNS) $(BIN)/e2e.test -test.v -test.count=1 -test.timeout=20m
 
 ##@ Benchmarks
 

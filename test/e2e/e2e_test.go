@@ -26,45 +26,31 @@ import (
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/test/peers"
+	"github.com/openshift/oadp-imagestreams-backup/test/stack"
 )
 
-// pushImageStream pushes img to the registry as <ns>/<name>:<tag> and creates the imagestream
-// pointing at it. On OpenShift the registry fills the imagestream's status on push; here the
-// harness writes that status itself.
+var st = &stack.Stack{}
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		defer st.Stop()
+		stack.Start(st)
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
 func pushImageStream(t *testing.T, ns, isName string, tags map[string]remote.Taggable, external map[string]string) map[string]string {
 	t.Helper()
-	ctx := context.Background()
-	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.registry.Username, Password: st.registry.Password}))
-	repo := must(name.NewRepository(st.registry.Host + "/" + ns + "/" + isName))
-	is := &imagev1.ImageStream{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: isName}}
-	if err := st.env.Client.Create(ctx, is); err != nil {
-		t.Fatal(err)
-	}
-	digests := map[string]string{}
-	is.Status.DockerImageRepository = repo.String()
-	for tag, tg := range tags {
-		var h v1.Hash
-		switch x := tg.(type) {
-		case v1.Image:
-			h = must(x.Digest())
-			if err := remote.Write(repo.Tag(tag), x, auth); err != nil {
-				t.Fatal(err)
-			}
-		case v1.ImageIndex:
-			h = must(x.Digest())
-			if err := remote.WriteIndex(repo.Tag(tag), x, auth); err != nil {
-				t.Fatal(err)
-			}
-		}
-		digests[tag] = h.String()
-		is.Status.Tags = append(is.Status.Tags, imagev1.NamedTagEventList{Tag: tag, Items: []imagev1.TagEvent{
-			{DockerImageReference: repo.String() + "@" + h.String(), Image: h.String(), Created: metav1.Now()}}})
-	}
-	for tag, ref := range external {
-		is.Status.Tags = append(is.Status.Tags, imagev1.NamedTagEventList{Tag: tag, Items: []imagev1.TagEvent{
-			{DockerImageReference: ref, Image: ref[strings.Index(ref, "@")+1:], Created: metav1.Now()}}})
-	}
-	if err := st.env.Client.Status().Update(ctx, is); err != nil {
+	digests, err := st.PushImageStream(ns, isName, tags, external)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return digests
@@ -72,7 +58,7 @@ func pushImageStream(t *testing.T, ns, isName string, tags map[string]remote.Tag
 
 func TestBackupAndRestoreWithVelero(t *testing.T) {
 	ctx := context.Background()
-	c := st.env.Client
+	c := st.Env.Client
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "app"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -81,13 +67,13 @@ func TestBackupAndRestoreWithVelero(t *testing.T) {
 		map[string]string{"upstream": "quay.io/org/external@sha256:" + strings.Repeat("e", 64)})
 
 	// Scenario: velero backup create; the Backup completes only after the images are stored.
-	st.run("backup", "create", "b1", "--include-namespaces", "app", "--wait")
+	st.Run("backup", "create", "b1", "--include-namespaces", "app", "--wait")
 	vb := &velerov1.Backup{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "b1"}, vb); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "b1"}, vb); err != nil {
 		t.Fatal(err)
 	}
 	isb := &oadpv1alpha1.ImageStreamsBackup{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "b1"}, isb); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "b1"}, isb); err != nil {
 		t.Fatalf("no ImageStreamsBackup for the Velero backup: %v", err)
 	}
 	if vb.Status.Phase != velerov1.BackupPhaseCompleted || isb.Status.Phase != oadpv1alpha1.BackupPhaseCompleted {
@@ -99,39 +85,39 @@ func TestBackupAndRestoreWithVelero(t *testing.T) {
 	if p := isb.Status.Progress; p.ImagesTotal != 3 || p.ImagesDone != 3 {
 		t.Errorf("image backup progress %+v, want the 3 internal images (the external one is not copied)", p)
 	}
-	if out := st.run("backup", "describe", "b1", "--details"); !strings.Contains(out, "oadp.openshift.io/imagestreams-backup") {
+	if out := st.Run("backup", "describe", "b1", "--details"); !strings.Contains(out, "oadp.openshift.io/imagestreams-backup") {
 		t.Errorf("velero backup describe does not show the image operations:\n%s", out)
 	}
-	store := st.store()
+	store := st.Store()
 	defer store.Close()
 	entries := must(store.ReadIndex(ctx, "b1"))
 	if len(entries) != 3 {
 		t.Errorf("stored index has %d images, want 3", len(entries))
 	}
 	bsl := &velerov1.BackupStorageLocation{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "default"}, bsl); err != nil || bsl.Status.Phase != velerov1.BackupStorageLocationPhaseAvailable {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "default"}, bsl); err != nil || bsl.Status.Phase != velerov1.BackupStorageLocationPhaseAvailable {
 		t.Errorf("BackupStorageLocation %s (%v), want Available", bsl.Status.Phase, err)
 	}
 
 	// Scenario: restore into another namespace with velero restore create alone.
-	st.run("restore", "create", "r1", "--from-backup", "b1", "--namespace-mappings", "app:app2", "--wait")
+	st.Run("restore", "create", "r1", "--from-backup", "b1", "--namespace-mappings", "app:app2", "--wait")
 	vr := &velerov1.Restore{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "r1"}, vr); err != nil || vr.Status.Phase != velerov1.RestorePhaseCompleted {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "r1"}, vr); err != nil || vr.Status.Phase != velerov1.RestorePhaseCompleted {
 		t.Fatalf("Velero restore %s (%v), want Completed", vr.Status.Phase, err)
 	}
-	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.registry.Username, Password: st.registry.Password}))
+	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.Registry.Username, Password: st.Registry.Password}))
 	for ref, want := range map[string]string{"app2/web:latest": web["latest"], "app2/web:v1": web["v1"], "app2/multi:latest": multi["latest"]} {
-		got, err := remote.Get(must(name.NewTag(st.registry.Host+"/"+ref)), auth)
+		got, err := remote.Get(must(name.NewTag(st.Registry.Host+"/"+ref)), auth)
 		if err != nil || got.Digest.String() != want {
 			t.Errorf("%s after restore = %v, %v; want %s", ref, got, err, want)
 		}
 	}
 	if t.Failed() {
 		isrs := &oadpv1alpha1.ImageStreamsRestoreList{}
-		_ = c.List(ctx, isrs, client.InNamespace(veleroNS))
+		_ = c.List(ctx, isrs, client.InNamespace(stack.VeleroNamespace))
 		t.Logf("ImageStreamsRestores: %s", must(yaml.Marshal(isrs.Items)))
-		t.Logf("velero restore describe:\n%s", st.run("restore", "describe", "r1", "--details"))
-		logs, _ := os.ReadFile(filepath.Join(st.home, "worker.log"))
+		t.Logf("velero restore describe:\n%s", st.Run("restore", "describe", "r1", "--details"))
+		logs, _ := os.ReadFile(filepath.Join(st.Home(), "worker.log"))
 		t.Logf("worker log:\n%s", logs)
 	}
 	restored := &imagev1.ImageStream{}
@@ -142,7 +128,7 @@ func TestBackupAndRestoreWithVelero(t *testing.T) {
 		t.Errorf("the restore changed b1's stored index")
 	}
 	list := &oadpv1alpha1.ImageStreamsBackupList{}
-	if err := c.List(ctx, list, client.InNamespace(veleroNS)); err != nil || len(list.Items) != 1 {
+	if err := c.List(ctx, list, client.InNamespace(stack.VeleroNamespace)); err != nil || len(list.Items) != 1 {
 		t.Errorf("ImageStreamsBackups after the restore: %d (%v), want only b1: a restore starts no image backup", len(list.Items), err)
 	}
 
@@ -152,9 +138,9 @@ func TestBackupAndRestoreWithVelero(t *testing.T) {
 	if err := c.Delete(ctx, &imagev1.ImageStream{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "multi"}}); err != nil {
 		t.Fatal(err)
 	}
-	st.run("backup", "create", "b2", "--include-namespaces", "app", "--wait")
+	st.Run("backup", "create", "b2", "--include-namespaces", "app", "--wait")
 	isb2 := &oadpv1alpha1.ImageStreamsBackup{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "b2"}, isb2); err != nil || isb2.Status.Phase != oadpv1alpha1.BackupPhaseCompleted {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "b2"}, isb2); err != nil || isb2.Status.Phase != oadpv1alpha1.BackupPhaseCompleted {
 		t.Fatalf("b2's ImageStreamsBackup %s (%v), want Completed", isb2.Status.Phase, err)
 	}
 	if p := isb2.Status.Progress; p.BytesUploaded != 0 || p.ImagesDone != 2 || p.BytesSkipped == 0 {
@@ -162,8 +148,8 @@ func TestBackupAndRestoreWithVelero(t *testing.T) {
 	}
 
 	// Scenario: velero backup delete removes b1's images, keeps what b2 uses.
-	st.run("backup", "delete", "b1", "--confirm")
-	st.waitFor(time.Minute, "b1's stored index removed", func() bool {
+	st.Run("backup", "delete", "b1", "--confirm")
+	st.WaitFor(time.Minute, "b1's stored index removed", func() bool {
 		ok, err := store.HasIndex(ctx, "b1")
 		return err == nil && !ok
 	})
@@ -173,13 +159,13 @@ func TestBackupAndRestoreWithVelero(t *testing.T) {
 			multiDigest = e.Descriptor.Digest
 		}
 	}
-	st.waitFor(time.Minute, "the blobs only b1 used collected", func() bool {
+	st.WaitFor(time.Minute, "the blobs only b1 used collected", func() bool {
 		ok, err := store.Has(ctx, multiDigest)
 		return err == nil && !ok
 	})
 	out, err := exec.Command(peers.Binary(t, "IMAGESTREAMS_BACKUP_WORKER", "imagestreams-backup-worker"), "verify", "--provider", "aws",
-		"--bucket", "velero", "--prefix", "cluster-a", "--backup", "b2", "--credentials-file", st.credentialsFile,
-		"--config", "region="+st.s3.Region+",s3Url="+st.s3.URL+",s3ForcePathStyle=true").CombinedOutput()
+		"--bucket", "velero", "--prefix", "cluster-a", "--backup", "b2", "--credentials-file", st.CredentialsFile,
+		"--config", "region="+st.S3.Region+",s3Url="+st.S3.URL+",s3ForcePathStyle=true").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "every digest matches") {
 		t.Errorf("imagestreams-backup-worker verify b2: %v\n%s", err, out)
 	}
@@ -187,30 +173,30 @@ func TestBackupAndRestoreWithVelero(t *testing.T) {
 
 func TestMissingImageMakesTheVeleroBackupPartiallyFailed(t *testing.T) {
 	ctx := context.Background()
-	c := st.env.Client
+	c := st.Env.Client
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "broken"}}); err != nil {
 		t.Fatal(err)
 	}
 	pushImageStream(t, "broken", "good", map[string]remote.Taggable{"latest": must(random.Image(16<<10, 1))}, nil)
-	gone := st.registry.Host + "/broken/gone@sha256:" + strings.Repeat("0", 64)
+	gone := st.Registry.Host + "/broken/gone@sha256:" + strings.Repeat("0", 64)
 	is := &imagev1.ImageStream{ObjectMeta: metav1.ObjectMeta{Namespace: "broken", Name: "gone"}}
 	if err := c.Create(ctx, is); err != nil {
 		t.Fatal(err)
 	}
-	is.Status.DockerImageRepository = st.registry.Host + "/broken/gone"
+	is.Status.DockerImageRepository = st.Registry.Host + "/broken/gone"
 	is.Status.Tags = []imagev1.NamedTagEventList{{Tag: "latest", Items: []imagev1.TagEvent{{DockerImageReference: gone, Image: gone[strings.Index(gone, "@")+1:], Created: metav1.Now()}}}}
 	if err := c.Status().Update(ctx, is); err != nil {
 		t.Fatal(err)
 	}
-	st.run("backup", "create", "b3", "--include-namespaces", "broken", "--wait")
+	st.Run("backup", "create", "b3", "--include-namespaces", "broken", "--wait")
 	vb := &velerov1.Backup{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "b3"}, vb); err != nil || vb.Status.Phase != velerov1.BackupPhasePartiallyFailed {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "b3"}, vb); err != nil || vb.Status.Phase != velerov1.BackupPhasePartiallyFailed {
 		t.Fatalf("Velero backup %s (%v), want PartiallyFailed", vb.Status.Phase, err)
 	}
-	if out := st.run("backup", "describe", "b3", "--details"); !strings.Contains(out, gone) {
+	if out := st.Run("backup", "describe", "b3", "--details"); !strings.Contains(out, gone) {
 		t.Errorf("velero backup describe does not name the missing image %s:\n%s", gone, out)
 	}
-	store := st.store()
+	store := st.Store()
 	defer store.Close()
 	if entries := must(store.ReadIndex(ctx, "b3")); len(entries) != 1 || entries[0].ImageStream != "good" {
 		t.Errorf("b3 stored %+v, want the good image", entries)
@@ -222,7 +208,7 @@ func TestMissingImageMakesTheVeleroBackupPartiallyFailed(t *testing.T) {
 func wipeNamespace(t *testing.T, ns string) {
 	t.Helper()
 	ctx := context.Background()
-	c := st.env.Client
+	c := st.Env.Client
 	if err := c.DeleteAllOf(ctx, &imagev1.ImageStream{}, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
@@ -239,27 +225,27 @@ func wipeNamespace(t *testing.T, ns string) {
 			t.Fatal(err)
 		}
 	}
-	st.waitFor(time.Minute, "namespace "+ns+" gone", func() bool {
+	st.WaitFor(time.Minute, "namespace "+ns+" gone", func() bool {
 		return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{}))
 	})
 }
 
 func TestRestoreAfterTheNamespaceAndImagesAreGone(t *testing.T) {
 	ctx := context.Background()
-	c := st.env.Client
+	c := st.Env.Client
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "wipe"}}); err != nil {
 		t.Fatal(err)
 	}
 	img := must(random.Image(32<<10, 2))
 	digests := pushImageStream(t, "wipe", "web", map[string]remote.Taggable{"latest": img}, nil)
-	st.run("backup", "create", "b4", "--include-namespaces", "wipe", "--wait")
-	store := st.store()
+	st.Run("backup", "create", "b4", "--include-namespaces", "wipe", "--wait")
+	store := st.Store()
 	defer store.Close()
 	before := must(store.ReadIndex(ctx, "b4"))
 
 	wipeNamespace(t, "wipe")
-	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.registry.Username, Password: st.registry.Password}))
-	repo := must(name.NewRepository(st.registry.Host + "/wipe/web"))
+	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.Registry.Username, Password: st.Registry.Password}))
+	repo := must(name.NewRepository(st.Registry.Host + "/wipe/web"))
 	if err := remote.Delete(repo.Digest(digests["latest"]), auth); err != nil {
 		t.Fatal(err)
 	}
@@ -268,10 +254,10 @@ func TestRestoreAfterTheNamespaceAndImagesAreGone(t *testing.T) {
 	}
 
 	backups := &oadpv1alpha1.ImageStreamsBackupList{}
-	if err := c.List(ctx, backups, client.InNamespace(veleroNS)); err != nil {
+	if err := c.List(ctx, backups, client.InNamespace(stack.VeleroNamespace)); err != nil {
 		t.Fatal(err)
 	}
-	st.run("restore", "create", "r4", "--from-backup", "b4", "--status-include-resources", "imagestreams.image.openshift.io", "--wait")
+	st.Run("restore", "create", "r4", "--from-backup", "b4", "--status-include-resources", "imagestreams.image.openshift.io", "--wait")
 	got, err := remote.Get(repo.Tag("latest"), auth)
 	if err != nil || got.Digest.String() != digests["latest"] {
 		t.Fatalf("wipe/web:latest after restore = %v, %v; want %s", got, err, digests["latest"])
@@ -280,51 +266,51 @@ func TestRestoreAfterTheNamespaceAndImagesAreGone(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "wipe", Name: "web"}, is); err != nil {
 		t.Fatal(err)
 	}
-	if is.Status.DockerImageRepository != st.registry.Host+"/wipe/web" || len(is.Status.Tags) != 1 ||
-		is.Status.Tags[0].Items[0].DockerImageReference != st.registry.Host+"/wipe/web@"+digests["latest"] {
+	if is.Status.DockerImageRepository != st.Registry.Host+"/wipe/web" || len(is.Status.Tags) != 1 ||
+		is.Status.Tags[0].Items[0].DockerImageReference != st.Registry.Host+"/wipe/web@"+digests["latest"] {
 		t.Errorf("restored imagestream status %+v, want references to this registry", is.Status)
 	}
 	if after := must(store.ReadIndex(ctx, "b4")); len(after) != len(before) || after[0].Descriptor.Digest != before[0].Descriptor.Digest {
 		t.Errorf("b4's stored index changed")
 	}
 	after := &oadpv1alpha1.ImageStreamsBackupList{}
-	if err := c.List(ctx, after, client.InNamespace(veleroNS)); err != nil || len(after.Items) != len(backups.Items) {
+	if err := c.List(ctx, after, client.InNamespace(stack.VeleroNamespace)); err != nil || len(after.Items) != len(backups.Items) {
 		t.Errorf("ImageStreamsBackups went from %d to %d (%v): the restore started an image backup", len(backups.Items), len(after.Items), err)
 	}
 }
 
 func TestAPersonsImageStreamsRestoreIsWaitedFor(t *testing.T) {
 	ctx := context.Background()
-	c := st.env.Client
+	c := st.Env.Client
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "pick"}}); err != nil {
 		t.Fatal(err)
 	}
 	a := pushImageStream(t, "pick", "a", map[string]remote.Taggable{"latest": must(random.Image(16<<10, 1))}, nil)
 	b := pushImageStream(t, "pick", "b", map[string]remote.Taggable{"latest": must(random.Image(16<<10, 1))}, nil)
-	st.run("backup", "create", "b5", "--include-namespaces", "pick", "--wait")
+	st.Run("backup", "create", "b5", "--include-namespaces", "pick", "--wait")
 
-	mine := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: veleroNS, Name: "by-hand"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+	mine := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: stack.VeleroNamespace, Name: "by-hand"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
 		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b5"},
 		ImageStreams:                []oadpv1alpha1.ImageStream{{Name: "a", Namespace: "pick"}},
 		NamespaceMapping:            map[string]string{"pick": "pick2"}}}
 	if err := c.Create(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
-	st.run("restore", "create", "r5", "--from-backup", "b5", "--namespace-mappings", "pick:pick2", "--wait")
+	st.Run("restore", "create", "r5", "--from-backup", "b5", "--namespace-mappings", "pick:pick2", "--wait")
 	vr := &velerov1.Restore{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "r5"}, vr); err != nil || vr.Status.Phase != velerov1.RestorePhaseCompleted {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "r5"}, vr); err != nil || vr.Status.Phase != velerov1.RestorePhaseCompleted {
 		t.Fatalf("Velero restore %s (%v), want Completed", vr.Status.Phase, err)
 	}
 	if err := c.Get(ctx, client.ObjectKeyFromObject(mine), mine); err != nil || mine.Status.Phase != oadpv1alpha1.RestorePhaseCompleted || mine.Status.Progress.ImagesDone != 1 {
 		t.Errorf("the person's restore %s with %d images (%v), want Completed with 1", mine.Status.Phase, mine.Status.Progress.ImagesDone, err)
 	}
 	own := &oadpv1alpha1.ImageStreamsRestore{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: veleroNS, Name: "r5"}, own); err != nil || len(own.Spec.ImageStreams) != 1 || own.Spec.ImageStreams[0].Name != "b" {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "r5"}, own); err != nil || len(own.Spec.ImageStreams) != 1 || own.Spec.ImageStreams[0].Name != "b" {
 		t.Errorf("the Velero restore's own ImageStreamsRestore lists %+v (%v), want only b", own.Spec.ImageStreams, err)
 	}
-	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.registry.Username, Password: st.registry.Password}))
+	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: st.Registry.Username, Password: st.Registry.Password}))
 	for ref, want := range map[string]string{"pick2/a:latest": a["latest"], "pick2/b:latest": b["latest"]} {
-		got, err := remote.Get(must(name.NewTag(st.registry.Host+"/"+ref)), auth)
+		got, err := remote.Get(must(name.NewTag(st.Registry.Host+"/"+ref)), auth)
 		if err != nil || got.Digest.String() != want {
 			t.Errorf("%s = %v, %v; want %s", ref, got, err, want)
 		}
