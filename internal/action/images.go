@@ -1,6 +1,7 @@
 package action
 
 import (
+	"slices"
 	"strings"
 
 	imagev1 "github.com/openshift/api/image/v1"
@@ -29,19 +30,10 @@ func internalImages(is *imagev1.ImageStream, host string) []oadpv1alpha1.DockerI
 				index[ref] = j
 				out = append(out, oadpv1alpha1.DockerImageReference{DockerImageReference: ref})
 			}
-			if i == 0 && !contains(out[j].Tags, tag.Tag) {
+			if i == 0 && !slices.Contains(out[j].Tags, tag.Tag) {
 				out[j].Tags = append(out[j].Tags, tag.Tag)
 			}
 		}
 	}
 	return out
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -366,31 +366,17 @@ func (r *BackupReconciler) finishBackup(ctx context.Context, logger logr.Logger,
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	ready := metav1.ConditionFalse
-	if phase == oadpv1alpha1.BackupPhaseCompleted {
-		ready = metav1.ConditionTrue
-	}
-	err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
+	completed := phase == oadpv1alpha1.BackupPhaseCompleted
+	if err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
 		if mutate != nil {
 			mutate(s)
 		}
 		s.Phase = phase
-		s.ObservedGeneration = isb.Generation
-		s.CompletionTimestamp = ptrNow()
-		s.Failures = fails.list
-		setCondition(&s.CommonStatus, isb.Generation, oadpv1alpha1.ConditionProgressing, metav1.ConditionFalse, reason, msg)
-		setCondition(&s.CommonStatus, isb.Generation, oadpv1alpha1.ConditionReady, ready, reason, msg)
-	})
-	if err != nil {
+		setEnded(&s.CommonStatus, isb.Generation, completed, reason, msg, fails)
+	}); err != nil {
 		logger.Error(err, "Failed to write final status")
 	}
-	kind := corev1.EventTypeNormal
-	if phase != oadpv1alpha1.BackupPhaseCompleted {
-		kind = corev1.EventTypeWarning
-	}
-	r.Recorder.Eventf(live, nil, kind, string(phase), "Backup", msg)
-	runDuration.WithLabelValues("backup", string(phase)).Observe(time.Since(start).Seconds())
-	logger.Info("Backup finished", "phase", phase, "message", msg)
+	recordEnd(r.Recorder, logger, live, "Backup", string(phase), completed, msg, start)
 }
 
 func (r *BackupReconciler) reconcileDelete(ctx context.Context, isb *oadpv1alpha1.ImageStreamsBackup) (ctrl.Result, error) {

@@ -297,30 +297,17 @@ func (r *RestoreReconciler) finishRestore(ctx context.Context, logger logr.Logge
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
-	ready := metav1.ConditionFalse
-	if phase == oadpv1alpha1.RestorePhaseCompleted {
-		ready = metav1.ConditionTrue
-	}
+	completed := phase == oadpv1alpha1.RestorePhaseCompleted
 	if err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsRestoreStatus) {
 		if mutate != nil {
 			mutate(s)
 		}
 		s.Phase = phase
-		s.ObservedGeneration = isr.Generation
-		s.CompletionTimestamp = ptrNow()
-		s.Failures = fails.list
-		setCondition(&s.CommonStatus, isr.Generation, oadpv1alpha1.ConditionProgressing, metav1.ConditionFalse, reason, msg)
-		setCondition(&s.CommonStatus, isr.Generation, oadpv1alpha1.ConditionReady, ready, reason, msg)
+		setEnded(&s.CommonStatus, isr.Generation, completed, reason, msg, fails)
 	}); err != nil {
 		logger.Error(err, "Failed to write final status")
 	}
-	kind := corev1.EventTypeNormal
-	if phase != oadpv1alpha1.RestorePhaseCompleted {
-		kind = corev1.EventTypeWarning
-	}
-	r.Recorder.Eventf(live, nil, kind, string(phase), "Restore", msg)
-	runDuration.WithLabelValues("restore", string(phase)).Observe(time.Since(start).Seconds())
-	logger.Info("Restore finished", "phase", phase, "message", msg)
+	recordEnd(r.Recorder, logger, live, "Restore", string(phase), completed, msg, start)
 }
 
 func (r *RestoreReconciler) patchStatus(ctx context.Context, isr *oadpv1alpha1.ImageStreamsRestore, mutate func(*oadpv1alpha1.ImageStreamsRestoreStatus)) error {

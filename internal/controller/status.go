@@ -34,6 +34,20 @@ func setCondition(s *oadpv1alpha1.CommonStatus, generation int64, typ string, st
 	})
 }
 
+// setEnded records a terminal outcome: the generation it answers, the time, the failures, and
+// Ready (True only when completed) and Progressing (False) with the same reason.
+func setEnded(s *oadpv1alpha1.CommonStatus, generation int64, completed bool, reason, message string, fails failures) {
+	ready := metav1.ConditionFalse
+	if completed {
+		ready = metav1.ConditionTrue
+	}
+	s.ObservedGeneration = generation
+	s.CompletionTimestamp = ptrNow()
+	s.Failures = fails.list
+	setCondition(s, generation, oadpv1alpha1.ConditionProgressing, metav1.ConditionFalse, reason, message)
+	setCondition(s, generation, oadpv1alpha1.ConditionReady, ready, reason, message)
+}
+
 // gateDecision says whether an ImageStreamsBackup may start copying.
 type gateDecision struct {
 	start bool

@@ -11,6 +11,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
@@ -153,6 +155,31 @@ func TestSelectImages(t *testing.T) {
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("selectImages() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSetEnded(t *testing.T) {
+	tests := map[string]struct {
+		completed bool
+		wantReady metav1.ConditionStatus
+	}{
+		"a completed run is Ready":   {true, metav1.ConditionTrue},
+		"any other end is not Ready": {false, metav1.ConditionFalse},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			var s oadpv1alpha1.CommonStatus
+			var f failures
+			f.add("ns", "is", "r/ns/is@sha256:0", errors.New("gone"))
+			setEnded(&s, 7, tt.completed, "Why", "what happened", f)
+			ready := meta.FindStatusCondition(s.Conditions, oadpv1alpha1.ConditionReady)
+			progressing := meta.FindStatusCondition(s.Conditions, oadpv1alpha1.ConditionProgressing)
+			if s.ObservedGeneration != 7 || s.CompletionTimestamp == nil || len(s.Failures) != 1 ||
+				ready == nil || ready.Status != tt.wantReady || ready.Reason != "Why" || ready.ObservedGeneration != 7 ||
+				progressing == nil || progressing.Status != metav1.ConditionFalse || progressing.Message != "what happened" {
+				t.Errorf("status after setEnded: %+v", s)
 			}
 		})
 	}
