@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -33,8 +34,7 @@ func NewPusher(ctx context.Context, store *imagestore.Store, opts Options) (*Pus
 	if err != nil {
 		return nil, err
 	}
-	ropts := []remote.Option{remote.WithTransport(rt), remote.WithAuth(opts.auth()), remote.WithJobs(opts.jobs()),
-		remote.WithRetryBackoff(opts.backoff()), remote.WithContext(ctx)}
+	ropts := append(opts.remoteOptions(), remote.WithTransport(rt), remote.WithContext(ctx))
 	p, err := remote.NewPusher(ropts...)
 	if err != nil {
 		return nil, err
@@ -52,8 +52,17 @@ func (p *Pusher) Repository(repo string) (name.Repository, error) {
 }
 
 // Push pushes the stored image desc names into repo by digest, then tags it with tags in order.
+// The stored manifests are not trusted: nesting deeper than imagestore.MaxDepth or a cycle
+// fails the push, and a manifest listed many times in the tree is pushed once.
 func (p *Pusher) Push(ctx context.Context, desc v1.Descriptor, repo name.Repository, tags []string) error {
-	t, err := p.push(ctx, desc, repo, 0)
+	// Tags may come from the bucket: repo.Tag does not check them, and one such as
+	// "x/../../other" would put a path into the registry's URL.
+	for _, tag := range tags {
+		if _, err := name.NewTag(repo.Name()+":"+tag, p.opts.nameOptions()...); err != nil {
+			return fmt.Errorf("invalid tag %q for %s: %w", tag, repo, err)
+		}
+	}
+	t, err := p.push(ctx, desc, repo, nil, map[v1.Hash]remote.Taggable{})
 	if err != nil {
 		return err
 	}
@@ -65,10 +74,30 @@ func (p *Pusher) Push(ctx context.Context, desc v1.Descriptor, repo name.Reposit
 	return nil
 }
 
-func (p *Pusher) push(ctx context.Context, desc v1.Descriptor, repo name.Repository, depth int) (remote.Taggable, error) {
-	if depth > maxDepth {
-		return nil, fmt.Errorf("manifest %s is nested more than %d levels deep", desc.Digest, maxDepth)
+// push pushes desc and what it references, children first. ancestors are the indexes desc was
+// reached through, outermost first; done holds what this Push already pushed.
+func (p *Pusher) push(ctx context.Context, desc v1.Descriptor, repo name.Repository, ancestors []v1.Hash, done map[v1.Hash]remote.Taggable) (remote.Taggable, error) {
+	if t, ok := done[desc.Digest]; ok {
+		return t, nil
 	}
+	if err := imagestore.ValidateDigest(desc.Digest); err != nil {
+		return nil, err
+	}
+	if slices.Contains(ancestors, desc.Digest) {
+		return nil, fmt.Errorf("index %s contains itself: manifests form a cycle", desc.Digest)
+	}
+	if len(ancestors) > imagestore.MaxDepth {
+		return nil, fmt.Errorf("manifest %s is nested more than %d levels deep", desc.Digest, imagestore.MaxDepth)
+	}
+	t, err := p.pushOne(ctx, desc, repo, ancestors, done)
+	if err != nil {
+		return nil, err
+	}
+	done[desc.Digest] = t
+	return t, nil
+}
+
+func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repository, ancestors []v1.Hash, done map[v1.Hash]remote.Taggable) (remote.Taggable, error) {
 	ref := repo.Digest(desc.Digest.String())
 	switch {
 	case desc.MediaType.IsIndex():
@@ -82,8 +111,9 @@ func (p *Pusher) push(ctx context.Context, desc v1.Descriptor, repo name.Reposit
 		}
 		// Children first, each through this Pusher so that their layers mount and count; the
 		// index's own push then finds them present.
+		path := append(slices.Clip(ancestors), desc.Digest)
 		for _, child := range m.Manifests {
-			if _, err := p.push(ctx, child, repo, depth+1); err != nil {
+			if _, err := p.push(ctx, child, repo, path, done); err != nil {
 				return nil, err
 			}
 		}

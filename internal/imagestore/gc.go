@@ -35,6 +35,25 @@ type marker struct {
 	Heartbeat time.Time `json:"heartbeat"`
 }
 
+// maxMarkerSize bounds what is read of a marker; ours are some 50 bytes.
+const maxMarkerSize = 4 << 10
+
+// markerFresh reports whether raw is a marker refreshed within staleAfter of now. A marker
+// that is unreadable, too large, or that claims a heartbeat more than staleAfter ahead of now
+// (a broken clock, or a forged marker that would otherwise hold off backups or collections
+// forever) counts as stale.
+func markerFresh(raw []byte, now time.Time, staleAfter time.Duration) bool {
+	if len(raw) > maxMarkerSize {
+		return false
+	}
+	var m marker
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return false
+	}
+	age := now.Sub(m.Heartbeat)
+	return age < staleAfter && age > -staleAfter
+}
+
 func (s *Store) writeMarker(ctx context.Context, key string) error {
 	raw, _ := json.Marshal(marker{Heartbeat: time.Now().UTC()})
 	return s.bucket.WriteAll(ctx, key, raw, &blob.WriterOptions{ContentType: "application/json"})
@@ -42,18 +61,20 @@ func (s *Store) writeMarker(ctx context.Context, key string) error {
 
 // freshMarker reports whether key holds a marker refreshed within staleAfter.
 func (s *Store) freshMarker(ctx context.Context, key string, staleAfter time.Duration) (bool, error) {
-	raw, err := s.bucket.ReadAll(ctx, key)
+	r, err := s.bucket.NewReader(ctx, key, nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("reading %s: %w", key, err)
 	}
-	var m marker
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return false, nil // unreadable: treat as stale rather than block forever
+	defer r.Close()
+	raw, err := io.ReadAll(io.LimitReader(r, maxMarkerSize+1))
+	if err != nil {
+		return false, fmt.Errorf("reading %s: %w", key, err)
 	}
-	return time.Since(m.Heartbeat) < staleAfter, nil
+	// Unreadable markers count as stale rather than block forever.
+	return markerFresh(raw, time.Now(), staleAfter), nil
 }
 
 // Pending is a backup in progress: while it exists, GC sweeps nothing.

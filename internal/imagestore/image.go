@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -17,7 +18,7 @@ func (s *Store) Image(ctx context.Context, desc v1.Descriptor) (v1.Image, error)
 	if !desc.MediaType.IsImage() {
 		return nil, fmt.Errorf("%s has media type %q, not an image manifest's", desc.Digest, desc.MediaType)
 	}
-	raw, err := s.ReadBlob(ctx, desc.Digest, MaxManifestSize)
+	raw, err := s.readManifest(ctx, desc)
 	if err != nil {
 		return nil, err
 	}
@@ -25,8 +26,15 @@ func (s *Store) Image(ctx context.Context, desc v1.Descriptor) (v1.Image, error)
 	if err != nil {
 		return nil, fmt.Errorf("parsing manifest %s: %w", desc.Digest, err)
 	}
+	// Everything the image references must be a blob of the store before any of it is
+	// handed out: the error then names the manifest and the offending descriptor.
 	if err := validateDescriptor(m.Config); err != nil {
-		return nil, fmt.Errorf("manifest %s: %w", desc.Digest, err)
+		return nil, fmt.Errorf("manifest %s: config: %w", desc.Digest, err)
+	}
+	for i, l := range m.Layers {
+		if err := validateDescriptor(l); err != nil {
+			return nil, fmt.Errorf("manifest %s: layer %d: %w", desc.Digest, i, err)
+		}
 	}
 	config, err := s.ReadBlob(ctx, m.Config.Digest, MaxManifestSize)
 	if err != nil {
@@ -95,11 +103,27 @@ func (b *storedBlob) Compressed() (io.ReadCloser, error) {
 }
 
 // ImageIndex returns the stored index or manifest list that desc names as a v1.ImageIndex.
+// Its child indexes, opened through it, may nest at most MaxDepth levels below it and never
+// contain one of their ancestors, so that callers recursing through it always end.
 func (s *Store) ImageIndex(ctx context.Context, desc v1.Descriptor) (v1.ImageIndex, error) {
+	idx, err := s.imageIndex(ctx, desc, nil)
+	if err != nil {
+		return nil, err // not a nil *storedIndex in a non-nil interface
+	}
+	return idx, nil
+}
+
+func (s *Store) imageIndex(ctx context.Context, desc v1.Descriptor, ancestors []v1.Hash) (*storedIndex, error) {
 	if !desc.MediaType.IsIndex() {
 		return nil, fmt.Errorf("%s has media type %q, not an index's", desc.Digest, desc.MediaType)
 	}
-	raw, err := s.ReadBlob(ctx, desc.Digest, MaxManifestSize)
+	if slices.Contains(ancestors, desc.Digest) {
+		return nil, fmt.Errorf("index %s contains itself: manifests form a cycle", desc.Digest)
+	}
+	if len(ancestors) >= MaxDepth {
+		return nil, fmt.Errorf("index %s is nested more than %d levels deep", desc.Digest, MaxDepth)
+	}
+	raw, err := s.readManifest(ctx, desc)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +131,7 @@ func (s *Store) ImageIndex(ctx context.Context, desc v1.Descriptor) (v1.ImageInd
 	if err != nil {
 		return nil, fmt.Errorf("parsing index %s: %w", desc.Digest, err)
 	}
-	return &storedIndex{s: s, ctx: ctx, desc: desc, raw: raw, manifest: m}, nil
+	return &storedIndex{s: s, ctx: ctx, desc: desc, raw: raw, manifest: m, ancestors: ancestors}, nil
 }
 
 type storedIndex struct {
@@ -116,6 +140,8 @@ type storedIndex struct {
 	desc     v1.Descriptor
 	raw      []byte
 	manifest *v1.IndexManifest
+	// ancestors are the indexes this one was opened through, outermost first.
+	ancestors []v1.Hash
 }
 
 func (x *storedIndex) MediaType() (types.MediaType, error)       { return x.desc.MediaType, nil }
@@ -128,7 +154,10 @@ func (x *storedIndex) Descriptor() (*v1.Descriptor, error)       { d := x.desc; 
 func (x *storedIndex) child(h v1.Hash) (v1.Descriptor, error) {
 	for _, d := range x.manifest.Manifests {
 		if d.Digest == h {
-			return d, validateDescriptor(d)
+			if err := validateDescriptor(d); err != nil {
+				return v1.Descriptor{}, fmt.Errorf("index %s: %w", x.desc.Digest, err)
+			}
+			return d, nil
 		}
 	}
 	return v1.Descriptor{}, fmt.Errorf("index %s has no manifest %s", x.desc.Digest, h)
@@ -147,5 +176,26 @@ func (x *storedIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
 	if err != nil {
 		return nil, err
 	}
-	return x.s.ImageIndex(x.ctx, d)
+	idx, err := x.s.imageIndex(x.ctx, d, append(slices.Clip(x.ancestors), x.desc.Digest))
+	if err != nil {
+		return nil, err
+	}
+	return idx, nil
+}
+
+// readManifest reads the manifest desc names, verified, and checks that it is desc.Size bytes:
+// the descriptor comes from the bucket too, and go-containerregistry hands its size on as the
+// manifest's.
+func (s *Store) readManifest(ctx context.Context, desc v1.Descriptor) ([]byte, error) {
+	if desc.Size > MaxManifestSize {
+		return nil, fmt.Errorf("manifest %s is %d bytes, more than the %d allowed", desc.Digest, desc.Size, MaxManifestSize)
+	}
+	raw, err := s.ReadBlob(ctx, desc.Digest, MaxManifestSize)
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(raw)) != desc.Size {
+		return nil, &DigestMismatchError{Digest: desc.Digest, Got: fmt.Sprintf("%d bytes stored, want %d", len(raw), desc.Size)}
+	}
+	return raw, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -30,12 +31,16 @@ const (
 // split, each part stored as a backup of its own.
 const AnnotationParts = "oadp.openshift.io/parts"
 
-// MaxIndexSize bounds a backup's index.json; 20,000 entries take about 10 MiB.
+// MaxIndexSize bounds what is read of a backup's index.json, and of its parts' together
+// (AnnotationParts): 20,000 entries take about 10 MiB, so 64 MiB holds some 130,000 images,
+// while the whole backup's entries still fit the worker's memory. Reads stop at the limit
+// whatever size the bucket claims.
 const MaxIndexSize = 64 << 20
 
-// maxDepth bounds how deep manifests may nest (index -> index -> ... -> image); real images
-// nest two levels.
-const maxDepth = 8
+// MaxDepth bounds how deep manifests may nest (index -> index -> ... -> image -> layer): real
+// images nest at most three levels, so eight leaves room while a hostile bucket or registry
+// cannot make a reader recurse without end.
+const MaxDepth = 8
 
 // Entry is one image of a backup: its top manifest and where it came from.
 type Entry struct {
@@ -91,7 +96,7 @@ const maxParts = 1024
 func parseIndex(raw []byte) ([]Entry, int, error) {
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 	if err != nil {
-		return nil, 0, fmt.Errorf("parsing index: %w", err)
+		return nil, 0, fmt.Errorf("parsing index: %w", badEntry(raw, err))
 	}
 	parts := 1
 	if p, ok := idx.Annotations[AnnotationParts]; ok {
@@ -105,7 +110,10 @@ func parseIndex(raw []byte) ([]Entry, int, error) {
 			return nil, 0, fmt.Errorf("index entry %d: %w", i, err)
 		}
 		if !isManifest(d.MediaType) {
-			return nil, 0, fmt.Errorf("index entry %d: media type %q is not a manifest's", i, d.MediaType)
+			return nil, 0, fmt.Errorf("index entry %d (%s): media type %q is not a manifest's", i, d.Digest, d.MediaType)
+		}
+		if err := validateNames(d.Annotations); err != nil {
+			return nil, 0, fmt.Errorf("index entry %d (%s): %w", i, d.Digest, err)
 		}
 		e := Entry{
 			Namespace:   d.Annotations[AnnotationNamespace],
@@ -119,6 +127,53 @@ func parseIndex(raw []byte) ([]Entry, int, error) {
 		entries = append(entries, e)
 	}
 	return entries, parts, nil
+}
+
+var (
+	// namespaceRE and imageStreamRE are what the ImageStreamsBackup API accepts for an
+	// imagestream's namespace (which may be empty) and name; tagRE is a registry's tag.
+	namespaceRE   = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$`)
+	imageStreamRE = regexp.MustCompile(`^[a-z0-9]+(([._]|__|[-]+)[a-z0-9]+)*$`)
+	tagRE         = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+)
+
+// validateNames checks an entry's namespace, imagestream and tags, which a restore turns into
+// repository paths and tags of registry URLs: from the bucket they could otherwise name another
+// repository ("../other") or smuggle path segments into a tag.
+func validateNames(ann map[string]string) error {
+	if ns := ann[AnnotationNamespace]; len(ns) > 63 || !namespaceRE.MatchString(ns) {
+		return fmt.Errorf("invalid namespace %q", ns)
+	}
+	if is := ann[AnnotationImageStream]; len(is) > 253 || !imageStreamRE.MatchString(is) {
+		return fmt.Errorf("invalid imagestream name %q", is)
+	}
+	if t := ann[AnnotationTags]; t != "" {
+		for tag := range strings.SplitSeq(t, ",") {
+			if !tagRE.MatchString(tag) {
+				return fmt.Errorf("invalid tag %q", tag)
+			}
+		}
+	}
+	return nil
+}
+
+// badEntry names the entry whose digest made an index fail to parse, when one did, so that the
+// error points at it; otherwise it returns err.
+func badEntry(raw []byte, err error) error {
+	var idx struct {
+		Manifests []struct {
+			Digest string `json:"digest"`
+		} `json:"manifests"`
+	}
+	if json.Unmarshal(raw, &idx) != nil {
+		return err
+	}
+	for i, m := range idx.Manifests {
+		if _, herr := v1.NewHash(m.Digest); herr != nil {
+			return fmt.Errorf("index entry %d: %w %q: %v", i, ErrInvalidDigest, m.Digest, herr)
+		}
+	}
+	return err
 }
 
 func validateDescriptor(d v1.Descriptor) error {
@@ -199,54 +254,64 @@ func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry, pa
 
 // ReadIndex reads and validates a backup's index.
 func (s *Store) ReadIndex(ctx context.Context, name string) ([]Entry, error) {
-	entries, _, err := s.readIndex(ctx, name)
+	entries, _, _, err := s.readIndex(ctx, name, MaxIndexSize)
 	return entries, err
 }
 
 // ReadIndexWithParts reads a backup's index and those of its parts (AnnotationParts), in order.
 // A part that holds no image was never written and is skipped.
 func (s *Store) ReadIndexWithParts(ctx context.Context, name string) ([]Entry, error) {
-	entries, parts, err := s.readIndex(ctx, name)
+	entries, parts, read, err := s.readIndex(ctx, name, MaxIndexSize)
 	if err != nil {
 		return nil, err
 	}
+	// The parts share one budget: a bucket could otherwise declare maxParts parts of
+	// MaxIndexSize each.
+	budget := int64(MaxIndexSize) - read
 	for k := 1; k < parts; k++ {
-		more, _, err := s.readIndex(ctx, name+"."+strconv.Itoa(k))
+		more, _, n, err := s.readIndex(ctx, name+"."+strconv.Itoa(k), budget)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("backup %s: %w", name, err)
 		}
+		budget -= n
 		entries = append(entries, more...)
 	}
 	return entries, nil
 }
 
-func (s *Store) readIndex(ctx context.Context, name string) ([]Entry, int, error) {
+// readIndex reads and parses backup name's index, reading at most max bytes, and returns its
+// entries, its parts count and the bytes read.
+func (s *Store) readIndex(ctx context.Context, name string, max int64) ([]Entry, int, int64, error) {
 	if err := ValidateBackupName(name); err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	r, err := s.bucket.NewReader(ctx, backupKey(name, "index.json"), nil)
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
-			return nil, 0, fmt.Errorf("backup %s: %w", name, ErrNotFound)
+			return nil, 0, 0, fmt.Errorf("backup %s: %w", name, ErrNotFound)
 		}
-		return nil, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
+		return nil, 0, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
 	}
 	defer r.Close()
-	if r.Size() > MaxIndexSize {
-		return nil, 0, fmt.Errorf("index of backup %s is %d bytes, more than the %d allowed", name, r.Size(), MaxIndexSize)
+	if r.Size() > max {
+		return nil, 0, 0, fmt.Errorf("index of backup %s is %d bytes, more than the %d allowed", name, r.Size(), max)
 	}
-	raw, err := io.ReadAll(io.LimitReader(r, MaxIndexSize))
+	// Size is only what the bucket claims: stop reading one byte past the limit regardless.
+	raw, err := io.ReadAll(io.LimitReader(r, max+1))
 	if err != nil {
-		return nil, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
+		return nil, 0, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
+	}
+	if int64(len(raw)) > max {
+		return nil, 0, 0, fmt.Errorf("index of backup %s is more than the %d bytes allowed", name, max)
 	}
 	entries, parts, err := parseIndex(raw)
 	if err != nil {
-		return nil, 0, fmt.Errorf("backup %s: %w", name, err)
+		return nil, 0, 0, fmt.Errorf("backup %s: %w", name, err)
 	}
-	return entries, parts, nil
+	return entries, parts, int64(len(raw)), nil
 }
 
 // HasIndex reports whether backup name is complete in the store.
@@ -294,19 +359,33 @@ func (s *Store) DeleteBackup(ctx context.Context, name string) error {
 }
 
 // Walk visits every descriptor reachable from the entries once, reading manifests from the
-// store (verified). It refuses cycles and nesting deeper than maxDepth.
+// store (verified), in depth-first order with each manifest before what it references. It
+// refuses invalid descriptors, cycles and nesting deeper than MaxDepth; as each digest is
+// visited once, a manifest that lists one child many times, at any depth, costs one read.
 func (s *Store) Walk(ctx context.Context, roots []v1.Descriptor, visit func(v1.Descriptor) error) error {
 	seen := map[v1.Hash]bool{}
 	var walk func(d v1.Descriptor, depth int, path map[v1.Hash]bool) error
 	walk = func(d v1.Descriptor, depth int, path map[v1.Hash]bool) error {
-		if path[d.Digest] {
-			return fmt.Errorf("manifest %s references itself", d.Digest)
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		if depth > maxDepth {
-			return fmt.Errorf("manifest %s is nested more than %d levels deep", d.Digest, maxDepth)
+		if err := validateDescriptor(d); err != nil {
+			return err
+		}
+		if path[d.Digest] {
+			// Content addressing makes a cycle a sha256 collision, which verified reads
+			// would catch first; refusing it here keeps the walk finite regardless.
+			return fmt.Errorf("manifest %s references itself: manifests form a cycle", d.Digest)
+		}
+		if depth > MaxDepth {
+			return fmt.Errorf("manifest %s is nested more than %d levels deep", d.Digest, MaxDepth)
 		}
 		if seen[d.Digest] {
 			return nil
+		}
+		if isManifest(d.MediaType) && d.Size > MaxManifestSize {
+			// Refused before visit reads it.
+			return fmt.Errorf("manifest %s is %d bytes, more than the %d allowed", d.Digest, d.Size, MaxManifestSize)
 		}
 		seen[d.Digest] = true
 		if err := visit(d); err != nil {

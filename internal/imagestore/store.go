@@ -33,7 +33,9 @@ import (
 // Root is the directory, under a location's prefix, that holds the store.
 const Root = "plugins/imagestreams/"
 
-// MaxManifestSize bounds manifests and indexes read into memory, as registries bound them.
+// MaxManifestSize bounds manifests and indexes read into memory: 4 MiB, the limit the
+// distribution registry puts on the manifests it accepts, so no image a registry served can be
+// larger.
 const MaxManifestSize = 4 << 20
 
 var (
@@ -156,6 +158,10 @@ func (s *Store) write(ctx context.Context, key string, desc v1.Descriptor, r io.
 		// Large enough that S3 multipart parts stream without tiny requests, small enough to
 		// keep memory bounded.
 		BufferSize: 8 << 20,
+		// S3 holds MaxConcurrency+1 part buffers per upload, and the copier runs several
+		// uploads at once: the SDK's default of 5 took a worker past 500 MiB with four 64 MiB
+		// layers in flight. Two parts in flight still keep a blob streaming.
+		MaxConcurrency: 2,
 	})
 	if err != nil {
 		return fmt.Errorf("opening %s for writing: %w", key, err)
@@ -207,7 +213,9 @@ func (s *Store) Blob(ctx context.Context, h v1.Hash) (io.ReadCloser, int64, erro
 		}
 		return nil, 0, fmt.Errorf("opening blob %s: %w", h, err)
 	}
-	return &verifyingReader{r: r, c: r, want: h, size: r.Size(), h: sha256.New()}, r.Size(), nil
+	// The reader stops one byte past the size the bucket claims, so that an object that
+	// streams more than it claims fails as a mismatch instead of being read without end.
+	return &verifyingReader{r: io.LimitReader(r, r.Size()+1), c: r, want: h, size: r.Size(), h: sha256.New()}, r.Size(), nil
 }
 
 // ReadBlob reads a small stored blob, such as a manifest, whole and verified.
@@ -220,7 +228,16 @@ func (s *Store) ReadBlob(ctx context.Context, h v1.Hash, max int64) ([]byte, err
 	if size > max {
 		return nil, fmt.Errorf("blob %s is %d bytes, more than the %d allowed", h, size, max)
 	}
-	return io.ReadAll(rc)
+	// The size is what the bucket claims; the bytes it then sends are bounded too, so that an
+	// object that grows or lies about its size cannot exhaust memory.
+	raw, err := io.ReadAll(io.LimitReader(rc, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(raw)) > max {
+		return nil, fmt.Errorf("blob %s is more than the %d bytes allowed", h, max)
+	}
+	return raw, nil
 }
 
 type verifyingReader struct {
@@ -236,6 +253,9 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	n, err := v.r.Read(p)
 	v.h.Write(p[:n])
 	v.n += int64(n)
+	if v.n > v.size {
+		return n, &DigestMismatchError{Digest: v.want, Got: fmt.Sprintf("more than the %d bytes stored", v.size)}
+	}
 	if err == io.EOF {
 		if e := checkSum(v1.Descriptor{Digest: v.want, Size: v.size}, v.n, v.h); e != nil {
 			return n, e

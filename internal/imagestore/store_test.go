@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -231,8 +232,8 @@ func TestBeginWaitsForARunningGC(t *testing.T) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// A collection that another process is running.
-	if err := os.WriteFile(filepath.Join(root, "gc.json"), fmt.Appendf(nil, `{"heartbeat":%q}`, "2999-01-01T00:00:00Z"), 0o644); err != nil {
+	// A collection that another process is running, its heartbeat fresh.
+	if err := os.WriteFile(filepath.Join(root, "gc.json"), fmt.Appendf(nil, `{"heartbeat":%q}`, time.Now().UTC().Format(time.RFC3339Nano)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)

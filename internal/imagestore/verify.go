@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -53,6 +54,9 @@ func (s *Store) Verify(ctx context.Context, name string) (VerifyReport, error) {
 // Export writes a backup as a standard OCI image layout in dir, which skopeo (oci:DIR:REF) and
 // crane read. Each image is named by the annotation org.opencontainers.image.ref.name as
 // <namespace>/<imagestream>:<first tag>, or by its digest when it has no tag.
+//
+// The blobs are those Walk reaches, each copied once and verified: a hostile index cannot make
+// the export recurse without end or copy a shared manifest over and over.
 func (s *Store) Export(ctx context.Context, name, dir string) error {
 	entries, err := s.ReadIndex(ctx, name)
 	if err != nil {
@@ -65,32 +69,54 @@ func (s *Store) Export(ctx context.Context, name, dir string) error {
 	if err != nil {
 		return fmt.Errorf("creating layout in %s: %w", dir, err)
 	}
+	if err := s.Walk(ctx, Descriptors(entries), func(d v1.Descriptor) error {
+		return s.exportBlob(ctx, p, d)
+	}); err != nil {
+		return fmt.Errorf("exporting backup %s: %w", name, err)
+	}
 	for _, e := range entries {
 		ref := e.Namespace + "/" + e.ImageStream + "@" + e.Descriptor.Digest.String()
 		if len(e.Tags) > 0 {
 			ref = e.Namespace + "/" + e.ImageStream + ":" + e.Tags[0]
 		}
-		opt := layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": ref})
-		switch {
-		case e.Descriptor.MediaType.IsIndex():
-			idx, err := s.ImageIndex(ctx, e.Descriptor)
-			if err == nil {
-				err = p.AppendIndex(idx, opt)
-			}
-			if err != nil {
-				return fmt.Errorf("exporting %s: %w", ref, err)
-			}
-		case e.Descriptor.MediaType.IsImage():
-			img, err := s.Image(ctx, e.Descriptor)
-			if err == nil {
-				err = p.AppendImage(img, opt)
-			}
-			if err != nil {
-				return fmt.Errorf("exporting %s: %w", ref, err)
-			}
-		default:
-			return fmt.Errorf("exporting %s: unsupported media type %q", ref, e.Descriptor.MediaType)
+		d := e.Descriptor
+		d.Annotations = map[string]string{"org.opencontainers.image.ref.name": ref}
+		if err := p.AppendDescriptor(d); err != nil {
+			return fmt.Errorf("exporting %s: %w", ref, err)
 		}
 	}
 	return nil
+}
+
+// exportBlob copies one verified blob into the layout through a temporary file, so that a
+// blob failing verification leaves nothing at its name.
+func (s *Store) exportBlob(ctx context.Context, p layout.Path, d v1.Descriptor) error {
+	dst := filepath.Join(string(p), "blobs", d.Digest.Algorithm, d.Digest.Hex)
+	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() && fi.Size() == d.Size {
+		return nil
+	}
+	rc, size, err := s.Blob(ctx, d.Digest)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if size != d.Size {
+		return &DigestMismatchError{Digest: d.Digest, Got: fmt.Sprintf("%d bytes stored, want %d", size, d.Size)}
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(dst), d.Digest.Hex+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	if _, err := io.Copy(tmp, rc); err != nil {
+		tmp.Close()
+		return fmt.Errorf("exporting blob %s: %w", d.Digest, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dst)
 }
