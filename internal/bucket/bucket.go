@@ -51,8 +51,11 @@ func Open(ctx context.Context, cfg Config) (*blob.Bucket, error) {
 		return openAzure(ctx, cfg)
 	case "file":
 		// metadata=skip: no sidecar files and no MD5 of every byte; the store names blobs by
-		// their sha256 and checks it itself.
-		return fileblob.OpenBucket(cfg.Bucket, &fileblob.Options{Metadata: fileblob.MetadataDontWrite, CreateDir: true})
+		// their sha256 and checks it itself. NoTempDir: a write goes to a temporary file
+		// beside its key, then is renamed; in os.TempDir, on another filesystem than a mounted
+		// volume, the rename would fail with EXDEV, and a full volume would go unnoticed
+		// until then.
+		return fileblob.OpenBucket(cfg.Bucket, &fileblob.Options{Metadata: fileblob.MetadataDontWrite, CreateDir: true, NoTempDir: true})
 	case "mem":
 		return memblob.OpenBucket(nil), nil
 	}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -48,6 +51,7 @@ func openS3(ctx context.Context, cfg Config) (*blob.Bucket, error) {
 		// sha256 of every object itself.
 		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
 		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+		config.WithRetryer(newRetryer),
 	}
 	var awsCfg aws.Config
 	load := func(o ...func(*config.LoadOptions) error) error {
@@ -77,4 +81,19 @@ func openS3(ctx context.Context, cfg Config) (*blob.Bucket, error) {
 		o.UsePathStyle = pathStyle
 	})
 	return s3blob.OpenBucket(ctx, client, cfg.Bucket, nil)
+}
+
+// newRetryer retries more than the SDK's three attempts, and without its client-side retry
+// quota. A backup writes thousands of objects; at three attempts an S3 endpoint that fails one
+// request in ten loses one in a thousand, each failing an image, and the quota, which retries
+// drain faster than successes refill it while such faults last, would then refuse every retry
+// for the rest of the backup. Every request the store sends can be retried: bodies are in
+// memory (the transfer manager buffers each part) and writes are idempotent, named by digest.
+func newRetryer() aws.Retryer {
+	return retry.NewStandard(func(o *retry.StandardOptions) {
+		o.MaxAttempts = 8
+		// Seven waits of at most 5s: a dead endpoint still fails a request within a minute.
+		o.MaxBackoff = 5 * time.Second
+		o.RateLimiter = ratelimit.None
+	})
 }

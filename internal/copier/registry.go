@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,6 +46,10 @@ type Options struct {
 	Insecure bool
 	// Jobs is how many blobs move at once; DefaultJobs when zero.
 	Jobs int
+	// Slots, when set, bounds the blobs moving at once across every Copier given the same
+	// channel, in place of each Copier's own Jobs: a worker backing up twenty parts at once
+	// then holds the memory of cap(Slots) transfers, not of twenty times Jobs.
+	Slots chan struct{}
 	// Backoff paces retries of failed requests and interrupted transfers.
 	Backoff remote.Backoff
 	// Progress, when set, is called after every blob with the counts so far.
@@ -102,10 +108,63 @@ func (o *Options) roundTripper() (http.RoundTripper, error) {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.TLSClientConfig = tlsConfig
 	base.MaxIdleConnsPerHost = 2 * o.jobs()
-	return transport.NewRetry(base,
-		transport.WithRetryBackoff(o.backoff()),
-		transport.WithRetryStatusCodes(http.StatusRequestTimeout, http.StatusTooManyRequests,
-			http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout)), nil
+	return &retryTransport{inner: base, backoff: o.backoff()}, nil
+}
+
+// retryTransport sends a request again after a transient error or status, when it can: the
+// request has no body, or one it can rewind (GetBody). go-containerregistry turns its own
+// transport retries off while it uploads a blob, to retry the whole upload instead; this one
+// retries there too. An upload takes four requests (HEAD, POST, PATCH, PUT), so at a steady
+// rate of faults per request, starting it over on any one failure fails far more often than
+// sending the one failed request again; only the streamed PATCH is left to the whole retry.
+type retryTransport struct {
+	inner   http.RoundTripper
+	backoff remote.Backoff
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	delay := t.backoff.Duration
+	for attempt := 1; ; attempt++ {
+		resp, err := t.inner.RoundTrip(req)
+		if !replayable || attempt >= t.backoff.Steps || !retryable(resp, err) {
+			return resp, err
+		}
+		if resp != nil {
+			// Read a little so that the connection can be reused.
+			_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+			resp.Body.Close()
+		}
+		if !sleep(req.Context(), jittered(delay, t.backoff.Jitter)) {
+			return nil, req.Context().Err()
+		}
+		delay = time.Duration(float64(delay) * t.backoff.Factor)
+		if req.GetBody != nil {
+			body, err := req.GetBody()
+			if err != nil {
+				return nil, err
+			}
+			req = req.Clone(req.Context())
+			req.Body = body
+		}
+	}
+}
+
+func retryable(resp *http.Response, err error) bool {
+	if err != nil {
+		return transient(err)
+	}
+	return slices.Contains(retryStatusCodes, resp.StatusCode)
+}
+
+// retryStatusCodes are the answers worth asking again.
+var retryStatusCodes = []int{http.StatusRequestTimeout, http.StatusTooManyRequests,
+	http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout}
+
+// remoteOptions configure go-containerregistry's remote package to retry as the copier does.
+func (o *Options) remoteOptions() []remote.Option {
+	return []remote.Option{remote.WithAuth(o.auth()), remote.WithJobs(o.jobs()), remote.WithRetryBackoff(o.backoff()),
+		remote.WithRetryPredicate(transient), remote.WithRetryStatusCodes(retryStatusCodes...)}
 }
 
 // puller fetches manifests and blobs by digest. It talks HTTP itself rather than through
@@ -204,15 +263,24 @@ func (p *puller) blob(ctx context.Context, repo name.Repository, h v1.Hash) (io.
 }
 
 // transient reports whether an error may pass on retry: a dropped connection, a truncated
-// body, or a registry that is busy or failing.
+// body, or a registry that is busy or failing. It is also the retry predicate handed to
+// go-containerregistry, whose own one does not retry a 5xx answer without a registry error
+// code: while it pushes a blob, a single 500 to a ping or a POST would fail the restore.
 func transient(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
-		return terr.Temporary() || terr.StatusCode >= 500 || terr.StatusCode == http.StatusTooManyRequests
+		// An upload session the registry no longer knows was lost, or completed by a
+		// request whose answer was: a new upload, which first looks for the blob, settles it.
+		return terr.Temporary() || terr.StatusCode >= 500 || terr.StatusCode == http.StatusTooManyRequests ||
+			slices.ContainsFunc(terr.Errors, func(d transport.Diagnostic) bool { return d.Code == transport.BlobUploadUnknownErrorCode })
 	}
 	var nerr net.Error
-	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
+	// io.EOF: the server closed a reused connection before answering.
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
 		(errors.As(err, &nerr) && nerr.Timeout())
 }
 
@@ -224,12 +292,31 @@ func retry(ctx context.Context, b remote.Backoff, f func() error) error {
 		if err == nil || !transient(err) || attempt >= b.Steps || ctx.Err() != nil {
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, jittered(delay, b.Jitter)) {
 			return err
-		case <-time.After(delay):
 		}
 		delay = time.Duration(float64(delay) * b.Factor)
+	}
+}
+
+// jittered adds up to jitter times d, so that clients that failed together do not retry
+// together.
+func jittered(d time.Duration, jitter float64) time.Duration {
+	if jitter <= 0 {
+		return d
+	}
+	return d + time.Duration(rand.Float64()*jitter*float64(d))
+}
+
+// sleep waits for d, or reports false when ctx ends first.
+func sleep(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
 	}
 }
 

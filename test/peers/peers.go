@@ -1,5 +1,5 @@
-// Package peers starts the real servers the tests talk to, each on 127.0.0.1 with its data in
-// the test's temporary directory: the versitygw S3 server and the distribution registry.
+// Package peers starts the real servers the tests talk to, each on a loopback address with its
+// data in the test's temporary directory: the versitygw S3 server and the distribution registry.
 package peers
 
 import (
@@ -40,10 +40,16 @@ func Binary(t TB, env, pattern string) string {
 	return matches[0]
 }
 
-// freePort returns a loopback port that was free a moment ago.
+// freePort returns a port of 127.0.0.1 that was free a moment ago.
 func freePort(t TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return freePortOn(t, "127.0.0.1")
+}
+
+// freePortOn returns a port of the loopback address ip that was free a moment ago.
+func freePortOn(t TB, ip string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
