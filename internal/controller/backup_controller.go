@@ -2,7 +2,9 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/google/go-containerregistry/pkg/name"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 )
@@ -43,7 +47,26 @@ type Config struct {
 	// RetryInterval is how soon a resource is looked at again after a problem that may pass,
 	// such as a missing Secret or an unreachable registry.
 	RetryInterval time.Duration
+
+	// progressWrites bounds the progress writes of every running copy together (see
+	// newProgressLimiter); nil leaves each copy to its ProgressInterval.
+	progressWrites *rate.Limiter
 }
+
+// newProgressLimiter shares progress writes among running copies: at most one a second, or
+// two per ProgressInterval when that is more. A Velero backup of thousands of imagestreams
+// runs as twenty or more parts at once, each an object of a few hundred kilobytes that the API
+// server decodes, converts and stores again on every write; written every ProgressInterval
+// each, they kept the API server busier than the copy itself. Final writes are not limited.
+func newProgressLimiter(interval time.Duration) *rate.Limiter {
+	if interval <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(max(1, 2/interval.Seconds())), 2)
+}
+
+// progressDue says whether a copy's periodic progress write may go now.
+func (c *Config) progressDue() bool { return c.progressWrites == nil || c.progressWrites.Allow() }
 
 // BackupReconciler reconciles ImageStreamsBackups.
 type BackupReconciler struct {
@@ -212,7 +235,7 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 	var items []*work
 	for i := range isb.Spec.ImageStreams {
 		is := &isb.Spec.ImageStreams[i]
-		for _, ref := range is.DockerImageReferences {
+		for _, ref := range mergeReferences(is.DockerImageReferences) {
 			items = append(items, &work{is: is, ns: is.NamespaceOrDefault(), ref: ref})
 		}
 	}
@@ -272,7 +295,9 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 	}
 	lastRefresh := time.Now()
 	stopProgress := every(ctx, r.ProgressInterval, func() {
-		progress()
+		if r.progressDue() {
+			progress()
+		}
 		// The in-progress marker keeps GC away; it is stale after imagestore.DefaultStaleAfter.
 		if time.Since(lastRefresh) > imagestore.DefaultStaleAfter/6 {
 			if err := pending.Refresh(ctx); err != nil && ctx.Err() == nil {
@@ -282,24 +307,33 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 		}
 	})
 
+	// A location that refuses writes (full, over quota, read-only) fails every image after it:
+	// the first such error stops the copy.
+	copyCtx, stopCopies := context.WithCancel(ctx)
+	defer stopCopies()
+	var refused atomic.Pointer[error]
 	sem := make(chan struct{}, max(1, opts.Jobs, copier.DefaultJobs))
 	var wg sync.WaitGroup
 	for _, it := range items {
 		select {
 		case sem <- struct{}{}:
-		case <-ctx.Done():
+		case <-copyCtx.Done():
 		}
-		if ctx.Err() != nil {
+		if copyCtx.Err() != nil {
 			break
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
 			ref, err := pullReference(host, it.ns, it.is, it.ref.DockerImageReference, opts)
 			if err == nil {
-				it.entry.Descriptor, err = c.Copy(ctx, ref)
+				it.entry.Descriptor, err = c.Copy(copyCtx, ref)
 			}
 			if err != nil {
-				if ctx.Err() != nil {
+				if errors.Is(err, bucket.ErrNoSpace) || errors.Is(err, bucket.ErrDenied) {
+					refused.CompareAndSwap(nil, &err)
+					stopCopies()
+				}
+				if copyCtx.Err() != nil {
 					return
 				}
 				it.failed = err
@@ -331,6 +365,17 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 			_ = pending.Abort(context.WithoutCancel(ctx))
 		}
 		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseCanceled, ReasonCanceled, "canceled by spec.cancel; no index was written", setFinal, fails, start)
+		return
+	}
+	if errp := refused.Load(); errp != nil {
+		_ = pending.Abort(ctx)
+		reason := ReasonStoreDenied
+		if errors.Is(*errp, bucket.ErrNoSpace) {
+			reason = ReasonStoreFull
+		}
+		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, reason,
+			fmt.Sprintf("the backup location stopped taking writes, so no index was written: %v. Blobs stored so far are removed by the next garbage collection unless another backup uses them", *errp),
+			setFinal, fails, start)
 		return
 	}
 	reason, partial, allFailed := outcome(total, failed.Load())
@@ -436,6 +481,26 @@ func patchStatus[O client.Object](ctx context.Context, c client.Client, obj O, m
 func ptrNow() *metav1.Time { t := metav1.Now(); return &t }
 
 // every calls f every interval until ctx ends or the returned stop is called.
+// mergeReferences lists each reference once, with the tags of all its entries in order.
+func mergeReferences(refs []oadpv1alpha1.DockerImageReference) []oadpv1alpha1.DockerImageReference {
+	out := make([]oadpv1alpha1.DockerImageReference, 0, len(refs))
+	at := make(map[string]int, len(refs))
+	for _, r := range refs {
+		i, ok := at[r.DockerImageReference]
+		if !ok {
+			at[r.DockerImageReference] = len(out)
+			out = append(out, oadpv1alpha1.DockerImageReference{DockerImageReference: r.DockerImageReference, Tags: slices.Clone(r.Tags)})
+			continue
+		}
+		for _, t := range r.Tags {
+			if !slices.Contains(out[i].Tags, t) {
+				out[i].Tags = append(out[i].Tags, t)
+			}
+		}
+	}
+	return out
+}
+
 func every(ctx context.Context, interval time.Duration, f func()) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

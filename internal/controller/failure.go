@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 )
 
@@ -23,6 +24,12 @@ const (
 
 // failureReason classifies a copy error for status.failures.
 func failureReason(err error) string {
+	switch {
+	case errors.Is(err, bucket.ErrNoSpace):
+		return ReasonStoreFull
+	case errors.Is(err, bucket.ErrDenied):
+		return ReasonStoreDenied
+	}
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		for _, d := range terr.Errors {

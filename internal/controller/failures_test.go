@@ -3,18 +3,24 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 	"github.com/openshift/oadp-imagestreams-backup/internal/location"
+	"github.com/openshift/oadp-imagestreams-backup/test/faults"
 )
 
 func TestOneMissingImagePartiallyFails(t *testing.T) {
@@ -65,7 +71,11 @@ func TestLocationAndRegistryProblemsShowAsConditions(t *testing.T) {
 	}{
 		{"a BackupStorageLocation that does not exist", &oadpv1alpha1.BackupLocation{Name: "missing"}, location.ReasonLocationNotFound, "BackupStorageLocation " + c.ns + "/missing not found"},
 		{"a credentials Secret that does not exist", inline("no-such-secret"), location.ReasonCredentialsNotFound, "no-such-secret"},
+		{"a credentials Secret that is not an AWS credentials file", inline("malformed"), location.ReasonInvalidLocation, "loading AWS credentials"},
 	}
+	secrets.Store("AKIA-SECRET-KEY-ID", true)
+	c.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "malformed", Namespace: c.ns},
+		Data: map[string][]byte{"cloud": []byte("[default\naws_access_key_id = AKIA-SECRET-KEY-ID\n")}})
 	var objs []*oadpv1alpha1.ImageStreamsBackup
 	for i, tt := range tests {
 		isb := newBackup(c.ns, fmt.Sprintf("bad-%d", i), streams...)
@@ -149,4 +159,115 @@ func TestBackupToAFileLocation(t *testing.T) {
 	if rep, err := store.Verify(ctx, "local"); err != nil || rep.Images != 1 {
 		t.Errorf("Verify of the file location = %+v, %v", rep, err)
 	}
+}
+
+// A location that turns read-only or fills up in the middle of a backup fails it with a reason
+// that says so, writes no index, and leaves nothing a garbage collection does not remove.
+func TestALocationThatStopsTakingWritesFailsTheBackup(t *testing.T) {
+	for _, tt := range []struct {
+		name, reason string
+		reply        *faults.Reply
+	}{
+		{"read-only", controller.ReasonStoreDenied, faults.S3Error(http.StatusForbidden, "AccessDenied", "Access Denied")},
+		{"full", controller.ReasonStoreFull, faults.S3Error(http.StatusInsufficientStorage, "XMinioStorageFull", "Storage backend has reached its minimum free drive threshold.")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			c := newCluster(t)
+			var streams []oadpv1alpha1.ImageStream
+			for i := range 6 {
+				r := c.push(fmt.Sprintf("app/web-%d", i), must(random.Image(256<<10, 2)), c.registry.Host)
+				streams = append(streams, oadpv1alpha1.ImageStream{Name: fmt.Sprintf("web-%d", i), Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r, "latest")}})
+			}
+			// Writes pass for the first megabyte, then the store refuses every PUT and POST.
+			proxy := faults.Start(t, strings.TrimPrefix(c.s3.URL, "http://"), faults.Config{
+				Intercept: func(r *http.Request, so faults.Counts) *faults.Reply {
+					if (r.Method == http.MethodPut || r.Method == http.MethodPost) && so.BytesUp > 1<<20 {
+						return tt.reply
+					}
+					return nil
+				},
+			})
+			c.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: c.ns}, Data: map[string][]byte{"cloud": c.s3.CredentialsFile("default")}})
+			isb := newBackup(c.ns, "refused", streams...)
+			isb.Spec.BackupLocation = &oadpv1alpha1.BackupLocation{Velero: &oadpv1alpha1.VeleroLocation{
+				Provider:      "aws",
+				ObjectStorage: oadpv1alpha1.ObjectStorageLocation{Bucket: "velero", Prefix: "refused"},
+				Config:        map[string]string{"region": c.s3.Region, "s3Url": proxy.URL, "s3ForcePathStyle": "true"},
+				Credential:    &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "creds"}, Key: "cloud"},
+			}}
+			c.create(isb)
+			c.startWorker(c.workerOptions())
+			isb = waitFor(t, isb, time.Minute, "backup Failed", backupPhase(oadpv1alpha1.BackupPhaseFailed))
+			if reason, msg := readyReason(isb.Status.Conditions); reason != tt.reason || !strings.Contains(msg, "no index was written") {
+				t.Errorf("Ready condition %s: %q; want %s saying no index was written", reason, msg, tt.reason)
+			}
+			if n := proxy.Counts().Intercepted; n == 0 {
+				t.Fatal("the store never refused a write")
+			}
+			b, err := bucket.Open(ctx, bucket.Config{Provider: "aws", Bucket: "velero", Credentials: c.s3.CredentialsFile("default"),
+				Config: map[string]string{"region": c.s3.Region, "s3Url": c.s3.URL, "s3ForcePathStyle": "true"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			store := imagestore.New(b, "refused")
+			defer store.Close()
+			if ok, err := store.HasIndex(ctx, "refused"); err != nil || ok {
+				t.Errorf("index written: %v, %v", ok, err)
+			}
+			rep, err := store.GC(ctx, 0)
+			if err != nil || rep.Deferred || rep.Kept != 0 || rep.Deleted == 0 {
+				t.Errorf("GC after the failed backup: %+v, %v; want every stored blob removed", rep, err)
+			}
+			c.assertNoSecrets(isb)
+		})
+	}
+}
+
+// The worker runs under its generated role; with a right taken away it says which, on the
+// resource, and goes on once the right is back.
+func TestAWorkerMissingARightSaysWhich(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	r := c.push("app/web", imageOn(t, nil), c.registry.Host)
+	role := &rbacv1.Role{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: c.ns, Name: "imagestreams-backup-worker"}, role); err != nil {
+		t.Fatal(err)
+	}
+	full := role.DeepCopy()
+	var kept []rbacv1.PolicyRule
+	for _, rule := range role.Rules {
+		if !slices.Contains(rule.Resources, "secrets") {
+			kept = append(kept, rule)
+		}
+	}
+	role.Rules = kept
+	if err := env.Client.Update(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	c.startWorker(c.workerOptions())
+	c.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: c.ns}, Data: map[string][]byte{"cloud": c.s3.CredentialsFile("default")}})
+	isb := newBackup(c.ns, "no-secrets", oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r, "latest")}})
+	isb.Spec.BackupLocation = &oadpv1alpha1.BackupLocation{Velero: &oadpv1alpha1.VeleroLocation{
+		Provider:      "aws",
+		ObjectStorage: oadpv1alpha1.ObjectStorageLocation{Bucket: "velero", Prefix: "rights"},
+		Config:        map[string]string{"region": c.s3.Region, "s3Url": c.s3.URL, "s3ForcePathStyle": "true"},
+		Credential:    &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "creds"}, Key: "cloud"},
+	}}
+	c.create(isb)
+	isb = waitFor(t, isb, 30*time.Second, "a Forbidden condition", func(b *oadpv1alpha1.ImageStreamsBackup) bool {
+		reason, _ := readyReason(b.Status.Conditions)
+		return reason == location.ReasonForbidden
+	})
+	if _, msg := readyReason(isb.Status.Conditions); !strings.Contains(msg, "may not read credentials Secret "+c.ns+"/creds") {
+		t.Errorf("message %q does not say which right is missing", msg)
+	}
+	if isb.Status.Phase != oadpv1alpha1.BackupPhaseNew {
+		t.Errorf("phase %s, want New: the backup waits for the right", isb.Status.Phase)
+	}
+	role.Rules = full.Rules
+	if err := env.Client.Update(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, isb, 30*time.Second, "backup Completed once the right is back", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -247,6 +248,75 @@ func TestRestoringABackupRestoresEveryPart(t *testing.T) {
 		got, err := remote.Get(must(name.NewTag(c.registry.Host+"/"+tag)), c.auth())
 		if err != nil || got.Digest.String() != digestOf(t, want) {
 			t.Errorf("%s = %v, %v; want %s", tag, got, err, digestOf(t, want))
+		}
+	}
+}
+
+// A restore pushes only into the namespaces its backup lists, or those its mapping names: an
+// imagestream the backup does not hold fails by name, and a reference naming another
+// namespace's repository still lands in the backed-up imagestream's own.
+func TestARestorePushesOnlyIntoTheBackupsNamespaces(t *testing.T) {
+	c := newCluster(t)
+	rw := c.push("app/web", imageOn(t, nil), c.registry.Host)
+	c.startWorker(c.workerOptions())
+	isb := newBackup(c.ns, "b1", oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(rw, "latest")}})
+	c.create(isb)
+	waitFor(t, isb, 30*time.Second, "backup Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+
+	digest := digestOf(t, rw)
+	isr := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "elsewhere"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b1"},
+		ImageStreams: []oadpv1alpha1.ImageStream{
+			{Name: "web", Namespace: "kube-system"},
+			{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{
+				{DockerImageReference: c.registry.Host + "/kube-system/evil@" + digest, Tags: []string{"pwned"}}}},
+		},
+	}}
+	c.create(isr)
+	isr = waitFor(t, isr, 30*time.Second, "restore PartiallyFailed", restorePhase(oadpv1alpha1.RestorePhasePartiallyFailed))
+	if len(isr.Status.Failures) != 1 || isr.Status.Failures[0].Namespace != "kube-system" || !strings.Contains(isr.Status.Failures[0].Message, "not in the backup") {
+		t.Errorf("failures %+v, want kube-system/web not in the backup", isr.Status.Failures)
+	}
+	for _, repo := range []string{"kube-system/web", "kube-system/evil"} {
+		if tags, err := remote.List(must(name.NewRepository(c.registry.Host+"/"+repo)), c.auth()); err == nil && len(tags) > 0 {
+			t.Errorf("the restore pushed into %s: %v", repo, tags)
+		}
+	}
+	if got, err := remote.Head(must(name.NewTag(c.registry.Host+"/app/web:pwned")), c.auth()); err != nil || got.Digest.String() != digest {
+		t.Errorf("app/web:pwned = %v, %v; want the backed-up image in its own repository", got, err)
+	}
+}
+
+// Two restores of one backup into one namespace at once both complete with the same images.
+func TestTwoRestoresOfTheSameTargetAtOnce(t *testing.T) {
+	c := newCluster(t)
+	rw := c.push("app/web", imageOn(t, nil), c.registry.Host)
+	ra := c.push("app/api", must(random.Index(64<<10, 2, 3)), c.registry.Host)
+	c.startWorker(c.workerOptions())
+	isb := newBackup(c.ns, "b1",
+		oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(rw, "latest")}},
+		oadpv1alpha1.ImageStream{Name: "api", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(ra, "latest")}})
+	c.create(isb)
+	waitFor(t, isb, 30*time.Second, "backup Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
+
+	var isrs []*oadpv1alpha1.ImageStreamsRestore
+	for _, n := range []string{"first", "second"} {
+		isr := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: n}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+			ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b1"},
+			NamespaceMapping:            map[string]string{"app": "twice"},
+		}}
+		c.create(isr)
+		isrs = append(isrs, isr)
+	}
+	for _, isr := range isrs {
+		isr = waitFor(t, isr, 30*time.Second, "restore Completed", restorePhase(oadpv1alpha1.RestorePhaseCompleted))
+		if isr.Status.Progress.ImagesDone != 2 {
+			t.Errorf("%s restored %d images, want 2", isr.Name, isr.Status.Progress.ImagesDone)
+		}
+	}
+	for repo, want := range map[string]string{"twice/web:latest": digestOf(t, rw), "twice/api:latest": digestOf(t, ra)} {
+		if got, err := remote.Head(must(name.NewTag(c.registry.Host+"/"+repo)), c.auth()); err != nil || got.Digest.String() != want {
+			t.Errorf("%s = %v, %v; want %s", repo, got, err, want)
 		}
 	}
 }

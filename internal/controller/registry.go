@@ -30,6 +30,9 @@ type Registry struct {
 	Username string
 	// Jobs is how many blobs move at once.
 	Jobs int
+
+	// slots are the Jobs transfer slots every backup of the worker shares (see copier.Options.Slots).
+	slots chan struct{}
 }
 
 // ErrRegistryNotConfigured says the internal registry's host is unknown.
@@ -52,7 +55,7 @@ func (r *Registry) host(ctx context.Context, c client.Reader) (string, error) {
 
 // options builds copier options with the current token.
 func (r *Registry) options() (copier.Options, error) {
-	opts := copier.Options{CACert: r.CACert, Insecure: r.Insecure, Jobs: r.Jobs, Auth: authn.Anonymous}
+	opts := copier.Options{CACert: r.CACert, Insecure: r.Insecure, Jobs: r.Jobs, Slots: r.slots, Auth: authn.Anonymous}
 	if r.TokenFile == "" {
 		return opts, nil
 	}

@@ -222,6 +222,9 @@ func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func(
 		setBlobProgress(&s.Progress, st.BlobsTotal, st.BlobsUploaded, st.BlobsSkipped, st.BytesTotal, st.BytesUploaded, st.BytesSkipped)
 	}
 	stop := every(ctx, r.ProgressInterval, func() {
+		if !r.progressDue() {
+			return
+		}
 		if err := r.patchStatus(ctx, live, setProgress); err != nil && ctx.Err() == nil {
 			logger.Error(err, "Failed to update progress")
 		}

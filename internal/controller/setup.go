@@ -18,6 +18,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
 )
 
 // ManagerOptions configure NewManager.
@@ -52,6 +53,14 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (manager.Manager, error) {
 	if o.VeleroNamespace == "" {
 		o.VeleroNamespace = o.Namespace
 	}
+	// Backups running at once (the parts of a large Velero backup) share one set of transfer
+	// slots, so the worker's memory does not grow with their number.
+	jobs := o.Registry.Jobs
+	if jobs <= 0 {
+		jobs = copier.DefaultJobs
+	}
+	o.Registry.slots = make(chan struct{}, jobs)
+	o.progressWrites = newProgressLimiter(o.ProgressInterval)
 	scheme, err := Scheme()
 	if err != nil {
 		return nil, err

@@ -25,6 +25,8 @@ const (
 	ReasonBackupNotFound         = "BackupNotFound"
 	ReasonBackupExists           = "BackupExists"
 	ReasonStoreUnavailable       = "StoreUnavailable"
+	ReasonStoreFull              = "StoreFull"
+	ReasonStoreDenied            = "StoreDenied"
 	ReasonRegistryNotConfigured  = "RegistryNotConfigured"
 )
 

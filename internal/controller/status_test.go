@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -180,6 +181,28 @@ func TestSetEnded(t *testing.T) {
 				ready == nil || ready.Status != tt.wantReady || ready.Reason != "Why" || ready.ObservedGeneration != 7 ||
 				progressing == nil || progressing.Status != metav1.ConditionFalse || progressing.Message != "what happened" {
 				t.Errorf("status after setEnded: %+v", s)
+			}
+		})
+	}
+}
+
+func TestMergeReferences(t *testing.T) {
+	a, b := "r/ns/is@sha256:"+strings.Repeat("a", 64), "r/ns/is@sha256:"+strings.Repeat("b", 64)
+	tests := []struct {
+		name string
+		in   []oadpv1alpha1.DockerImageReference
+		want []oadpv1alpha1.DockerImageReference
+	}{
+		{"none", nil, []oadpv1alpha1.DockerImageReference{}},
+		{"distinct", []oadpv1alpha1.DockerImageReference{{DockerImageReference: a, Tags: []string{"x"}}, {DockerImageReference: b}},
+			[]oadpv1alpha1.DockerImageReference{{DockerImageReference: a, Tags: []string{"x"}}, {DockerImageReference: b}}},
+		{"twice, tags joined in order", []oadpv1alpha1.DockerImageReference{{DockerImageReference: a, Tags: []string{"x", "y"}}, {DockerImageReference: b}, {DockerImageReference: a, Tags: []string{"y", "z"}}},
+			[]oadpv1alpha1.DockerImageReference{{DockerImageReference: a, Tags: []string{"x", "y", "z"}}, {DockerImageReference: b}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := mergeReferences(tt.in); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("mergeReferences = %+v, want %+v", got, tt.want)
 			}
 		})
 	}

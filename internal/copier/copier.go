@@ -6,13 +6,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 
+	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 )
 
@@ -54,6 +57,9 @@ type Copier struct {
 	puller *puller
 	sem    chan struct{}
 	counts counters
+
+	inflight singleflight.Group
+	copied   sync.Map // v1.Hash -> v1.Descriptor of manifests stored by this Copier
 }
 
 // New returns a Copier into store.
@@ -62,7 +68,11 @@ func New(store *imagestore.Store, opts Options) (*Copier, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Copier{store: store, opts: opts, puller: p, sem: make(chan struct{}, opts.jobs())}, nil
+	sem := opts.Slots
+	if sem == nil {
+		sem = make(chan struct{}, opts.jobs())
+	}
+	return &Copier{store: store, opts: opts, puller: p, sem: sem}, nil
 }
 
 // Stats returns the counts so far.
@@ -87,7 +97,8 @@ func (c *Copier) Copy(ctx context.Context, ref name.Digest) (v1.Descriptor, erro
 	}
 	desc, err := c.copyManifest(ctx, ref.Context(), v1.Descriptor{Digest: h}, 0)
 	if err != nil {
-		return v1.Descriptor{}, err
+		// A store that refuses writes or is full fails every image alike; say so first.
+		return v1.Descriptor{}, bucket.Explain(err)
 	}
 	return desc, nil
 }
@@ -95,10 +106,31 @@ func (c *Copier) Copy(ctx context.Context, ref name.Digest) (v1.Descriptor, erro
 // maxDepth bounds manifest nesting; a registry is not trusted to end the recursion.
 const maxDepth = 8
 
+// copyManifest copies a manifest and what it references once per Copier: concurrent callers
+// of one digest share the first one's work, later ones its result. An index may list one child
+// many times, at every level; copied again each time, that is exponential work. (A manifest
+// cannot reach itself: it would have to contain its own digest.)
 func (c *Copier) copyManifest(ctx context.Context, repo name.Repository, desc v1.Descriptor, depth int) (v1.Descriptor, error) {
 	if depth > maxDepth {
 		return desc, fmt.Errorf("manifest %s is nested more than %d levels deep", desc.Digest, maxDepth)
 	}
+	if d, ok := c.copied.Load(desc.Digest); ok {
+		return d.(v1.Descriptor), nil
+	}
+	v, err, _ := c.inflight.Do(desc.Digest.String(), func() (any, error) {
+		d, err := c.copyManifestOnce(ctx, repo, desc, depth)
+		if err == nil {
+			c.copied.Store(desc.Digest, d)
+		}
+		return d, err
+	})
+	if err != nil {
+		return desc, err
+	}
+	return v.(v1.Descriptor), nil
+}
+
+func (c *Copier) copyManifestOnce(ctx context.Context, repo name.Repository, desc v1.Descriptor, depth int) (v1.Descriptor, error) {
 	stored, err := c.store.Has(ctx, desc.Digest)
 	if err != nil {
 		return desc, err

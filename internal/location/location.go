@@ -30,6 +30,8 @@ const (
 	ReasonLocationNotFound    = "BackupLocationNotFound"
 	ReasonCredentialsNotFound = "CredentialsNotFound"
 	ReasonInvalidLocation     = "InvalidBackupLocation"
+	// ReasonForbidden says the worker's role lacks a right it needs to read the location.
+	ReasonForbidden = "Forbidden"
 )
 
 // Error is a location that cannot be used, with the condition reason that says why.
@@ -91,6 +93,9 @@ func findBSL(ctx context.Context, c client.Reader, ns string, loc *oadpv1alpha1.
 		if apierrors.IsNotFound(err) {
 			return nil, fail(ReasonLocationNotFound, "BackupStorageLocation %s/%s not found", ns, loc.Name)
 		}
+		if apierrors.IsForbidden(err) {
+			return nil, fail(ReasonForbidden, "the worker may not read BackupStorageLocation %s/%s; grant its role get on backupstoragelocations.velero.io: %v", ns, loc.Name, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading BackupStorageLocation %s/%s: %w", ns, loc.Name, err)
 		}
@@ -122,6 +127,8 @@ func readCredentials(ctx context.Context, c client.Reader, ns string, sel *corev
 		return nil
 	case apierrors.IsNotFound(err):
 		return fail(ReasonCredentialsNotFound, "credentials Secret %s/%s of location %s not found", ns, name, out.Name)
+	case apierrors.IsForbidden(err):
+		return fail(ReasonForbidden, "the worker may not read credentials Secret %s/%s; grant its role get on secrets in %s: %v", ns, name, ns, err)
 	case err != nil:
 		return fmt.Errorf("reading credentials Secret %s/%s: %w", ns, name, err)
 	}
