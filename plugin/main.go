@@ -5,6 +5,11 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
 	"github.com/sirupsen/logrus"
 	"github.com/vmware-tanzu/velero/pkg/plugin/framework"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,6 +42,15 @@ func main() {
 			return action.NewDeleteAction(log, c)
 		})).
 		Serve()
+
+	// Velero stops the plugin at the end of a backup or restore and kills it two seconds later;
+	// what the actions queued is written before then.
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if err := action.Flush(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "imagestreams-backup-plugin: stopped before writing everything it recorded:", err)
+		os.Exit(1)
+	}
 }
 
 // withClient gives an action a client from the kubeconfig Velero runs with ($KUBECONFIG) or

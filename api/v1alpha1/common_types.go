@@ -88,9 +88,10 @@ type ImageStream struct {
 	Namespace string `json:"namespace"`
 
 	// dockerImageReferences are the imagestream's images, each by digest, with the tags that
-	// point at it.
-	// +listType=map
-	// +listMapKey=dockerImageReference
+	// point at it. A reference listed twice is one image with the tags of both entries.
+	// The list is atomic: one writer owns an imagestream's references, and server-side apply
+	// keeps no per-reference ownership record, which would double the size of large backups.
+	// +listType=atomic
 	// +optional
 	DockerImageReferences []DockerImageReference `json:"dockerImageReferences,omitempty"`
 }

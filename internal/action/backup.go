@@ -3,7 +3,6 @@ package action
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,16 +35,20 @@ var imageStreamsBackupsResource = schema.GroupResource{Group: oadpv1alpha1.Group
 type BackupAction struct {
 	log          logrus.FieldLogger
 	client       client.Client
-	applier      *applier
+	recorder     *recorder
+	parts        *snapshots[*oadpv1alpha1.ImageStreamsBackup]
 	registryHost func(context.Context) (string, error)
 
-	mu    sync.Mutex
-	parts map[types.UID]int // per Velero backup; item-block workers share the process
+	mu         sync.Mutex
+	partCounts map[types.UID]int // per Velero backup; item-block workers share the process
+	named      map[string]bool   // parts already returned as post-operation items
 }
 
 // NewBackupAction returns the action; registryHost tells the internal registry's host.
 func NewBackupAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *BackupAction {
-	return &BackupAction{log: log, client: c, applier: newApplier(c), registryHost: registryHost, parts: map[types.UID]int{}}
+	return &BackupAction{log: log, client: c, recorder: newRecorder(c, log, "imagestreams-backup-plugin"), registryHost: registryHost,
+		parts:      newSnapshots(c, func() *oadpv1alpha1.ImageStreamsBackup { return &oadpv1alpha1.ImageStreamsBackup{} }),
+		partCounts: map[types.UID]int{}, named: map[string]bool{}}
 }
 
 // Name implements the BackupItemAction interface.
@@ -84,20 +87,41 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 		return nil, nil, "", nil, err
 	}
 	part := partName(backup.Name, parts, is.Namespace, is.Name)
-	if err := a.record(ctx, backup, part, oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs}); err != nil {
-		return nil, nil, "", nil, err
+	a.recorder.add(backup.Namespace+"/"+part, func(entries []any) *unstructured.Unstructured {
+		return partObject(backup, part, entries)
+	}, oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
+	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Info("Queued internal images")
+	// Velero backs up every operation's post-operation items again when the operations end,
+	// one by one, reading each from the API server: the part is named once, with its first
+	// imagestream, not two thousand times.
+	var postOperation []velero.ResourceIdentifier
+	if a.firstOf(backup.UID, part) {
+		postOperation = []velero.ResourceIdentifier{{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: part}}
 	}
-	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Info("Recorded internal images")
-	postOperation := []velero.ResourceIdentifier{{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: part}}
-	return item, nil, operationID(part, is.Namespace, is.Name), postOperation, nil
+	return item, nil, operationID(part, is.Namespace, is.Name, time.Now()), postOperation, nil
 }
+
+// firstOf reports whether this is the first imagestream of part that this process sees.
+func (a *BackupAction) firstOf(backup types.UID, part string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	key := string(backup) + "/" + part
+	if a.named[key] {
+		return false
+	}
+	a.named[key] = true
+	return true
+}
+
+// Flush writes every imagestream Execute has queued.
+func (a *BackupAction) Flush(ctx context.Context) error { return a.recorder.flush(ctx) }
 
 // partCount creates the head ImageStreamsBackup on first use, fixing the number of parts, or
 // reads it from the head another writer created.
 func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if n, ok := a.parts[backup.UID]; ok {
+	if n, ok := a.partCounts[backup.UID]; ok {
 		return n, nil
 	}
 	total := 0
@@ -117,7 +141,7 @@ func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (
 	if err != nil || n < 1 {
 		n = 1 // a head made by a person records everything itself
 	}
-	a.parts[backup.UID] = n
+	a.partCounts[backup.UID] = n
 	return n, nil
 }
 
@@ -141,15 +165,17 @@ func newPart(backup *velerov1.Backup, name string) *oadpv1alpha1.ImageStreamsBac
 	}
 }
 
-// record adds one imagestream's entry to a part with server-side apply. Each imagestream has
-// its own field manager, and imageStreams is a map keyed by namespace and name, so concurrent
-// writers (Velero's item-block workers, several backups) never overwrite each other.
-func (a *BackupAction) record(ctx context.Context, backup *velerov1.Backup, part string, entry oadpv1alpha1.ImageStream) error {
+// partObject is a part holding entries, for server-side apply. imageStreams is a map keyed by
+// namespace and name, so concurrent writers (Velero's item-block workers, several backups) never
+// overwrite each other.
+func partObject(backup *velerov1.Backup, part string, entries []any) *unstructured.Unstructured {
 	obj := newPart(backup, part)
-	obj.Spec.ImageStreams = []oadpv1alpha1.ImageStream{entry}
+	for _, e := range entries {
+		obj.Spec.ImageStreams = append(obj.Spec.ImageStreams, e.(oadpv1alpha1.ImageStream))
+	}
 	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 	if err != nil {
-		return err
+		panic(err) // a typed object always converts
 	}
 	u := &unstructured.Unstructured{Object: raw}
 	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
@@ -157,41 +183,49 @@ func (a *BackupAction) record(ctx context.Context, backup *velerov1.Backup, part
 	// startBackup: false is part of what every writer applies, so it stays false until Velero
 	// has collected every item; omitempty would drop it.
 	_ = unstructured.SetNestedField(u.Object, false, "spec", "startBackup")
-	h := fnv.New64a()
-	fmt.Fprintf(h, "%s/%s", entry.Namespace, entry.Name)
-	manager := fmt.Sprintf("imagestreams-backup-plugin-%x", h.Sum64())
-	if err := a.applier.apply(ctx, u, manager); err != nil {
-		return fmt.Errorf("recording imagestream %s/%s in ImageStreamsBackup %s/%s: %w", entry.Namespace, entry.Name, backup.Namespace, part, err)
-	}
-	return nil
+	return u
 }
 
 // Progress reports the operation of one imagestream from its ImageStreamsBackup's status.
 func (a *BackupAction) Progress(operationID string, backup *velerov1.Backup) (velero.OperationProgress, error) {
-	part, ns, name, err := parseOperationID(operationID)
+	op, err := parseOperationID(operationID)
 	if err != nil {
 		return velero.OperationProgress{}, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	isb := &oadpv1alpha1.ImageStreamsBackup{}
-	if err := a.client.Get(ctx, client.ObjectKey{Namespace: backup.Namespace, Name: part}, isb); err != nil {
+	isb, err := a.parts.get(ctx, client.ObjectKey{Namespace: backup.Namespace, Name: op.object})
+	if err != nil {
 		if apierrors.IsNotFound(err) {
-			return velero.OperationProgress{Completed: true, Err: fmt.Sprintf("ImageStreamsBackup %s/%s no longer exists", backup.Namespace, part)}, nil
+			if op.waitingToBeRecorded(time.Now()) {
+				return velero.OperationProgress{Description: fmt.Sprintf("ImageStreamsBackup %s/%s not written yet", backup.Namespace, op.object)}, nil
+			}
+			return velero.OperationProgress{Completed: true, Err: fmt.Sprintf("ImageStreamsBackup %s/%s no longer exists", backup.Namespace, op.object)}, nil
 		}
 		return velero.OperationProgress{}, err
 	}
-	return progressOf(isb, ns, name), nil
+	return progressOf(isb, op, time.Now()), nil
 }
 
-// progressOf maps an ImageStreamsBackup's status onto the operation of imagestream ns/name.
-func progressOf(isb *oadpv1alpha1.ImageStreamsBackup, ns, name string) velero.OperationProgress {
+// progressOf maps an ImageStreamsBackup's status onto the operation of one imagestream.
+func progressOf(isb *oadpv1alpha1.ImageStreamsBackup, op operation, now time.Time) velero.OperationProgress {
 	st := isb.Status
+	ns, name := op.namespace, op.name
 	var total int64
+	found := false
 	for _, is := range isb.Spec.ImageStreams {
 		if is.NamespaceOrDefault() == ns && is.Name == name {
-			total = int64(len(is.DockerImageReferences))
+			total, found = int64(len(is.DockerImageReferences)), true
 		}
+	}
+	if !found {
+		if op.waitingToBeRecorded(now) {
+			return velero.OperationProgress{OperationUnits: "images", Updated: now,
+				Description: fmt.Sprintf("imagestream %s/%s not yet written into ImageStreamsBackup %s", ns, name, isb.Name)}
+		}
+		return velero.OperationProgress{Completed: true, Updated: now, Err: fmt.Sprintf(
+			"imagestream %s/%s was never written into ImageStreamsBackup %s (the plugin stopped before writing it, or the API server refused it: see the velero log); its images are not backed up",
+			ns, name, isb.Name)}
 	}
 	var failed []string
 	for _, f := range st.Failures {
@@ -213,6 +247,11 @@ func progressOf(isb *oadpv1alpha1.ImageStreamsBackup, ns, name string) velero.Op
 	}
 	switch st.Phase {
 	case oadpv1alpha1.BackupPhaseCompleted, oadpv1alpha1.BackupPhasePartiallyFailed:
+		// An imagestream written after the worker started is copied by another run; only a
+		// finish of the current spec counts.
+		if st.ObservedGeneration != isb.Generation {
+			break
+		}
 		p.Completed = true
 		p.NCompleted = total - int64(len(failed))
 		if len(failed) > 0 {
@@ -237,13 +276,13 @@ func orDefault(s, def string) string {
 
 // Cancel asks the worker to stop the part that holds the imagestream.
 func (a *BackupAction) Cancel(operationID string, backup *velerov1.Backup) error {
-	part, _, _, err := parseOperationID(operationID)
+	op, err := parseOperationID(operationID)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	isb := &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: backup.Namespace, Name: part}}
+	isb := &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: backup.Namespace, Name: op.object}}
 	err = a.client.Patch(ctx, isb, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":true}}`)))
 	return client.IgnoreNotFound(err)
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,15 +92,19 @@ func TestExecuteRecordsInternalImagesUnderTheImageStreamsOwnRepository(t *testin
 	)
 	before := item.DeepCopy()
 
-	got, extra, opID, post, err := newAction().Execute(item, backup)
+	a := newAction()
+	got, extra, opID, post, err := a.Execute(item, backup)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, before) || extra != nil {
 		t.Errorf("Execute changed the item or added items: %v", extra)
 	}
-	if opID != "b1/app2/web" {
-		t.Errorf("operation ID %q, want b1/app2/web", opID)
+	if !strings.HasPrefix(opID, "b1/app2/web/") {
+		t.Errorf("operation ID %q, want b1/app2/web/<time>", opID)
 	}
 	if len(post) != 1 || post[0].Resource != "imagestreamsbackups" || post[0].Group != "oadp.openshift.io" || post[0].Name != "b1" || post[0].Namespace != ns {
 		t.Errorf("post-operation items %+v, want the ImageStreamsBackup b1", post)
@@ -198,6 +204,9 @@ func TestFiftyConcurrentExecutesLoseNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	var want1, want2 []string
 	for i := range 50 {
 		want1 = append(want1, fmt.Sprintf("app/is-%02d", i))
@@ -219,25 +228,35 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 	backup := newBackupObject(t, ns, "big", 3000)
 	var wg sync.WaitGroup
 	ops := make([]string, 100)
+	var mu sync.Mutex
+	named := map[string]int{} // post-operation items, by part
 	for i := range 100 {
 		wg.Go(func() {
 			item := imageStream("app", fmt.Sprintf("is-%03d", i), tag{"latest", []string{fmt.Sprintf("%s/app/is-%03d@%s", host, i, digest(i))}})
 			_, _, op, post, err := a.Execute(item, backup)
-			if err != nil || len(post) != 1 {
+			if err != nil {
 				t.Error(err)
 				return
 			}
+			mu.Lock()
+			for _, p := range post {
+				named[p.Name]++
+			}
+			mu.Unlock()
 			ops[i] = op
 		})
 	}
 	wg.Wait()
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	parts := recorded(t, ns, "big")
 	head := &oadpv1alpha1.ImageStreamsBackup{}
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "big"}, head); err != nil {
 		t.Fatal(err)
 	}
-	if head.Annotations[action.AnnotationParts] != "10" || len(parts) < 5 || len(parts) > 10 {
-		t.Errorf("a 3,000-item backup has %d parts (annotation %q), want at most 10 and several used", len(parts), head.Annotations[action.AnnotationParts])
+	if head.Annotations[action.AnnotationParts] != "30" || len(parts) < 15 || len(parts) > 30 {
+		t.Errorf("a 3,000-item backup has %d parts (annotation %q), want at most 30 and most of them used", len(parts), head.Annotations[action.AnnotationParts])
 	}
 	total := 0
 	for name, streams := range parts {
@@ -245,13 +264,22 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 		for _, s := range streams {
 			i := 0
 			fmt.Sscanf(s, "app/is-%03d", &i)
-			if want := name + "/" + s; ops[i] != want {
+			if want := name + "/" + s + "/"; !strings.HasPrefix(ops[i], want) {
 				t.Errorf("operation %q, want %q", ops[i], want)
 			}
 		}
 	}
 	if total != 100 {
 		t.Errorf("parts hold %d imagestreams, want 100", total)
+	}
+	// Velero backs up each part again once the operations end: each is named exactly once.
+	for name := range parts {
+		if named[name] != 1 {
+			t.Errorf("part %s named as a post-operation item %d times, want once", name, named[name])
+		}
+	}
+	if len(named) != len(parts) {
+		t.Errorf("post-operation items %v, want the %d parts", named, len(parts))
 	}
 }
 
@@ -266,11 +294,16 @@ func TestProgressAndCancel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
 	isb := &oadpv1alpha1.ImageStreamsBackup{}
 	key := client.ObjectKey{Namespace: ns, Name: "b1"}
 	if err := env.Client.Get(ctx, key, isb); err != nil {
 		t.Fatal(err)
 	}
+	gen := isb.Generation
+	queued := func(age time.Duration) string { return fmt.Sprint(time.Now().Add(-age).Unix()) }
 	start := metav1.NewTime(time.Now().Add(-time.Minute).Truncate(time.Second))
 	end := metav1.NewTime(time.Now().Truncate(time.Second))
 	tests := []struct {
@@ -285,12 +318,14 @@ func TestProgressAndCancel(t *testing.T) {
 		{"copying", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseInProgress,
 			CommonStatus: oadpv1alpha1.CommonStatus{StartTimestamp: &start, Progress: oadpv1alpha1.Progress{ImagesTotal: 4, ImagesDone: 1}}}, "b1/app/web", false, 0, ""},
 		{"completed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseCompleted,
-			CommonStatus: oadpv1alpha1.CommonStatus{StartTimestamp: &start, CompletionTimestamp: &end}}, "b1/app/web", true, 2, ""},
+			CommonStatus: oadpv1alpha1.CommonStatus{ObservedGeneration: gen, StartTimestamp: &start, CompletionTimestamp: &end}}, "b1/app/web", true, 2, ""},
+		{"completed before the imagestream was written", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseCompleted,
+			CommonStatus: oadpv1alpha1.CommonStatus{ObservedGeneration: gen - 1, StartTimestamp: &start, CompletionTimestamp: &end}}, "b1/app/web", false, 0, ""},
 		{"one image of another imagestream failed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhasePartiallyFailed,
-			CommonStatus: oadpv1alpha1.CommonStatus{StartTimestamp: &start, CompletionTimestamp: &end, Failures: []oadpv1alpha1.ImageFailure{
+			CommonStatus: oadpv1alpha1.CommonStatus{ObservedGeneration: gen, StartTimestamp: &start, CompletionTimestamp: &end, Failures: []oadpv1alpha1.ImageFailure{
 				{Namespace: "app", ImageStream: "api", DockerImageReference: host + "/app/api@" + digest(8), Reason: "ImageNotFound"}}}}, "b1/app/web", true, 2, ""},
 		{"one image of this imagestream failed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhasePartiallyFailed,
-			CommonStatus: oadpv1alpha1.CommonStatus{StartTimestamp: &start, CompletionTimestamp: &end, Failures: []oadpv1alpha1.ImageFailure{
+			CommonStatus: oadpv1alpha1.CommonStatus{ObservedGeneration: gen, StartTimestamp: &start, CompletionTimestamp: &end, Failures: []oadpv1alpha1.ImageFailure{
 				{Namespace: "app", ImageStream: "api", DockerImageReference: host + "/app/api@" + digest(8), Reason: "ImageNotFound"}}}}, "b1/app/api", true, 1,
 			"1 images failed: " + host + "/app/api@" + digest(8) + ": ImageNotFound"},
 		{"the image backup failed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseFailed, CommonStatus: oadpv1alpha1.CommonStatus{
@@ -303,7 +338,8 @@ func TestProgressAndCancel(t *testing.T) {
 			if err := env.Client.Status().Update(ctx, isb); err != nil {
 				t.Fatal(err)
 			}
-			p, err := a.Progress(tt.op, backup)
+			// Velero polls progress from a new plugin process each round.
+			p, err := newAction().Progress(tt.op, backup)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -318,6 +354,14 @@ func TestProgressAndCancel(t *testing.T) {
 
 	if _, err := a.Progress("not-an-operation", backup); err == nil {
 		t.Errorf("Progress accepted a malformed operation ID")
+	}
+	// An imagestream queued a moment ago may still be on its way into the part; one queued
+	// long ago was lost (the plugin killed before writing it) and its operation fails.
+	if p, err := a.Progress("b1/app/late/"+queued(time.Second), backup); err != nil || p.Completed {
+		t.Errorf("Progress of an imagestream queued a second ago = %+v, %v; want not completed", p, err)
+	}
+	if p, err := a.Progress("b1/app/lost/"+queued(10*time.Minute), backup); err != nil || !p.Completed || !strings.Contains(p.Err, "app/lost was never written") {
+		t.Errorf("Progress of an imagestream queued 10 minutes ago and never written = %+v, %v; want completed with an error", p, err)
 	}
 	if p, err := a.Progress("gone/app/web", backup); err != nil || !p.Completed || p.Err == "" {
 		t.Errorf("Progress of a deleted ImageStreamsBackup = %+v, %v; want completed with an error", p, err)
@@ -345,5 +389,48 @@ func TestRegistryHostComesFromTheClusterImageConfig(t *testing.T) {
 	t.Setenv(action.RegistryHostEnv, "override:5000")
 	if got, _ := lookup(ctx); got != "override:5000" {
 		t.Errorf("RegistryHost() with %s = %q", action.RegistryHostEnv, got)
+	}
+}
+
+// countingClient counts the reads of ImageStreamsBackups.
+type countingClient struct {
+	client.Client
+	gets atomic.Int64
+}
+
+func (c *countingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if _, ok := obj.(*oadpv1alpha1.ImageStreamsBackup); ok {
+		c.gets.Add(1)
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// Velero asks for the progress of every operation in a row; a round over a part's hundred
+// imagestreams reads the part once, not a hundred times.
+func TestARoundOfProgressReadsEachPartOnce(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	cc := &countingClient{Client: env.Client}
+	a := action.NewBackupAction(logrus.New(), cc, func(context.Context) (string, error) { return host, nil })
+	backup := newBackupObject(t, ns, "round", 10)
+	var ops []string
+	for i := range 100 {
+		_, _, op, _, err := a.Execute(imageStream("app", fmt.Sprintf("is-%03d", i), tag{"latest", []string{fmt.Sprintf("%s/app/is-%03d@%s", host, i, digest(i))}}), backup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, op)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := cc.gets.Load()
+	for _, op := range ops {
+		if p, err := a.Progress(op, backup); err != nil || p.NTotal != 1 {
+			t.Fatalf("Progress(%s) = %+v, %v", op, p, err)
+		}
+	}
+	if n := cc.gets.Load() - before; n != 1 {
+		t.Errorf("a round of 100 Progress calls read the part %d times, want once", n)
 	}
 }

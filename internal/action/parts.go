@@ -8,23 +8,26 @@ import (
 	"hash/fnv"
 	"strconv"
 	"strings"
+	"time"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 )
 
 // A Velero backup's references can outgrow one Kubernetes object (etcd caps objects near
-// 1.5 MiB; 20,000 references take about 3 MiB), so they are spread over parts: ImageStreamsBackups
-// named <backup> (the head) and <backup>.1 ... <backup>.<n-1>, each imagestream in the part its
-// namespace and name hash to. The head's creator fixes the number of parts from the size of the
-// Velero backup and records it in AnnotationParts, so every writer agrees; a backup of up to
-// itemsPerPart items has one part, named exactly after the Velero backup.
+// 1.5 MiB), and every write to an object costs the API server time in proportion to its size,
+// so they are spread over parts: ImageStreamsBackups named <backup> (the head) and <backup>.1 ...
+// <backup>.<n-1>, each imagestream in the part its namespace and name hash to. The head's creator
+// fixes the number of parts from the size of the Velero backup and records it in
+// AnnotationParts, so every writer agrees; a backup of up to itemsPerPart items has one part,
+// named exactly after the Velero backup. A hundred imagestreams of ten images make a part of
+// about 150 KiB.
 const (
 	// AnnotationParts on the head says how many parts the backup has.
 	AnnotationParts = oadpv1alpha1.AnnotationParts
 	// LabelBackupName links every part to its Velero backup, as Velero labels what it creates.
 	LabelBackupName = "velero.io/backup-name"
 
-	itemsPerPart = 300
+	itemsPerPart = 100
 	maxParts     = 256
 )
 
@@ -46,16 +49,38 @@ func partName(backup string, parts int, namespace, name string) string {
 	return backup
 }
 
-// operationID names one imagestream's images in one part: <part>/<namespace>/<name>. Velero
-// keeps it across processes; Progress and Cancel run in another process than Execute.
-func operationID(part, namespace, name string) string {
-	return part + "/" + namespace + "/" + name
+// operation names one imagestream's images in one part (or ImageStreamsRestore), and when
+// Execute queued them: <object>/<namespace>/<name>/<unix seconds>. Velero keeps it across
+// processes; Progress and Cancel run in another process than Execute. IDs of three segments,
+// without the time, are those of earlier versions, written before Execute returned.
+type operation struct {
+	object, namespace, name string
+	queued                  time.Time
 }
 
-func parseOperationID(id string) (part, namespace, name string, err error) {
+func operationID(object, namespace, name string, queued time.Time) string {
+	return fmt.Sprintf("%s/%s/%s/%d", object, namespace, name, queued.Unix())
+}
+
+func parseOperationID(id string) (operation, error) {
 	p := strings.Split(id, "/")
-	if len(p) != 3 || p[0] == "" || p[1] == "" || p[2] == "" {
-		return "", "", "", fmt.Errorf("invalid operation ID %q: want <imagestreamsbackup>/<namespace>/<imagestream>", id)
+	bad := fmt.Errorf("invalid operation ID %q: want <object>/<namespace>/<imagestream>/<unix time>", id)
+	if len(p) != 3 && len(p) != 4 || p[0] == "" || p[1] == "" || p[2] == "" {
+		return operation{}, bad
 	}
-	return p[0], p[1], p[2], nil
+	op := operation{object: p[0], namespace: p[1], name: p[2]}
+	if len(p) == 4 {
+		secs, err := strconv.ParseInt(p[3], 10, 64)
+		if err != nil || secs <= 0 {
+			return operation{}, bad
+		}
+		op.queued = time.Unix(secs, 0)
+	}
+	return op, nil
+}
+
+// waitingToBeRecorded reports whether the operation's entry may still be on its way into its
+// object: queued less than recordDeadline ago.
+func (op operation) waitingToBeRecorded(now time.Time) bool {
+	return !op.queued.IsZero() && now.Sub(op.queued) < recordDeadline
 }

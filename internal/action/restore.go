@@ -3,8 +3,8 @@ package action
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"strings"
+	"sync"
 	"time"
 
 	imagev1 "github.com/openshift/api/image/v1"
@@ -34,13 +34,28 @@ const LabelRestoreName = "velero.io/restore-name"
 type RestoreAction struct {
 	log          logrus.FieldLogger
 	client       client.Client
-	applier      *applier
+	recorder     *recorder
+	restores     *snapshots[*oadpv1alpha1.ImageStreamsRestore]
 	registryHost func(context.Context) (string, error)
+
+	mu      sync.Mutex
+	persons map[types.UID]personsRestores // per Velero restore
 }
+
+// personsRestores are the ImageStreamsRestores people made, listed at a time: a restore of
+// thousands of imagestreams lists them once every personsTTL, not once per imagestream.
+type personsRestores struct {
+	listed time.Time
+	items  []oadpv1alpha1.ImageStreamsRestore
+}
+
+const personsTTL = 10 * time.Second
 
 // NewRestoreAction returns the action.
 func NewRestoreAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *RestoreAction {
-	return &RestoreAction{log: log, client: c, applier: newApplier(c), registryHost: registryHost}
+	return &RestoreAction{log: log, client: c, recorder: newRecorder(c, log, "imagestreams-restore-plugin"), registryHost: registryHost,
+		restores: newSnapshots(c, func() *oadpv1alpha1.ImageStreamsRestore { return &oadpv1alpha1.ImageStreamsRestore{} }),
+		persons:  map[types.UID]personsRestores{}}
 }
 
 // Name implements the RestoreItemAction interface.
@@ -82,8 +97,11 @@ func (a *RestoreAction) Execute(input *velero.RestoreItemActionExecuteInput) (*v
 		return nil, err
 	}
 	a.log.WithFields(logrus.Fields{"imagestream": orig.Namespace + "/" + orig.Name, "imagestreamsrestore": isr}).Info("Images restored through ImageStreamsRestore")
-	return out.WithOperationID(operationID(isr, orig.Namespace, orig.Name)), nil
+	return out.WithOperationID(operationID(isr, orig.Namespace, orig.Name, time.Now())), nil
 }
+
+// Flush writes every imagestream Execute has queued.
+func (a *RestoreAction) Flush(ctx context.Context) error { return a.recorder.flush(ctx) }
 
 // rewriteImageStream points internal references at this cluster and its namespaces.
 func rewriteImageStream(is *imagev1.ImageStream, rw rewriter) {
@@ -116,15 +134,44 @@ func rewriteImageStream(is *imagev1.ImageStream, rw rewriter) {
 // restoreFor returns the ImageStreamsRestore that brings back orig's images: one a person made
 // for the backup, else the Velero restore's own, created or extended with orig.
 func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restore, orig *imagev1.ImageStream) (string, error) {
-	list := &oadpv1alpha1.ImageStreamsRestoreList{}
-	if err := a.client.List(ctx, list, client.InNamespace(restore.Namespace)); err != nil {
-		return "", fmt.Errorf("listing ImageStreamsRestores: %w", err)
+	persons, err := a.personsRestores(ctx, restore)
+	if err != nil {
+		return "", err
 	}
-	for _, r := range list.Items {
-		if r.Labels[LabelRestoreName] == "" && r.Spec.BackupName() == restore.Spec.BackupName && covers(&r.Spec, orig) {
+	for _, r := range persons {
+		if r.Spec.BackupName() == restore.Spec.BackupName && covers(&r.Spec, orig) {
 			return r.Name, nil
 		}
 	}
+	a.recorder.add(restore.Namespace+"/"+restore.Name, func(entries []any) *unstructured.Unstructured {
+		return restoreObject(restore, entries)
+	}, map[string]any{"name": orig.Name, "namespace": orig.Namespace})
+	return restore.Name, nil
+}
+
+func (a *RestoreAction) personsRestores(ctx context.Context, restore *velerov1.Restore) ([]oadpv1alpha1.ImageStreamsRestore, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if p, ok := a.persons[restore.UID]; ok && time.Since(p.listed) < personsTTL {
+		return p.items, nil
+	}
+	list := &oadpv1alpha1.ImageStreamsRestoreList{}
+	if err := a.client.List(ctx, list, client.InNamespace(restore.Namespace)); err != nil {
+		return nil, fmt.Errorf("listing ImageStreamsRestores: %w", err)
+	}
+	var items []oadpv1alpha1.ImageStreamsRestore
+	for _, r := range list.Items {
+		if r.Labels[LabelRestoreName] == "" {
+			items = append(items, r)
+		}
+	}
+	a.persons[restore.UID] = personsRestores{listed: time.Now(), items: items}
+	return items, nil
+}
+
+// restoreObject is the Velero restore's own ImageStreamsRestore holding entries, for
+// server-side apply.
+func restoreObject(restore *velerov1.Restore, entries []any) *unstructured.Unstructured {
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": oadpv1alpha1.GroupVersion.String(),
 		"kind":       "ImageStreamsRestore",
@@ -137,7 +184,7 @@ func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restor
 		},
 		"spec": map[string]any{
 			"ImageStreamsBackupReference": map[string]any{"name": restore.Spec.BackupName},
-			"imageStreams":                []any{map[string]any{"name": orig.Name, "namespace": orig.Namespace}},
+			"imageStreams":                entries,
 		},
 	}}
 	if len(restore.Spec.NamespaceMapping) > 0 {
@@ -147,13 +194,17 @@ func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restor
 		}
 		_ = unstructured.SetNestedMap(obj.Object, m, "spec", "namespaceMapping")
 	}
-	h := fnv.New64a()
-	fmt.Fprintf(h, "%s/%s", orig.Namespace, orig.Name)
-	manager := fmt.Sprintf("imagestreams-restore-plugin-%x", h.Sum64())
-	if err := a.applier.apply(ctx, obj, manager); err != nil {
-		return "", fmt.Errorf("recording imagestream %s/%s in ImageStreamsRestore %s/%s: %w", orig.Namespace, orig.Name, restore.Namespace, restore.Name, err)
+	return obj
+}
+
+// lists reports whether a restore names imagestream ns/name.
+func lists(spec *oadpv1alpha1.ImageStreamsRestoreSpec, ns, name string) bool {
+	for i := range spec.ImageStreams {
+		if spec.ImageStreams[i].Name == name && spec.ImageStreams[i].NamespaceOrDefault() == ns {
+			return true
+		}
 	}
-	return restore.Name, nil
+	return false
 }
 
 // covers reports whether a restore's selection includes the imagestream: all of the backup
@@ -172,18 +223,30 @@ func covers(spec *oadpv1alpha1.ImageStreamsRestoreSpec, is *imagev1.ImageStream)
 
 // Progress reports the imagestream's images from its ImageStreamsRestore.
 func (a *RestoreAction) Progress(operationID string, restore *velerov1.Restore) (velero.OperationProgress, error) {
-	name, ns, isName, err := parseOperationID(operationID)
+	op, err := parseOperationID(operationID)
 	if err != nil {
 		return velero.OperationProgress{}, err
 	}
+	ns, isName := op.namespace, op.name
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	isr := &oadpv1alpha1.ImageStreamsRestore{}
-	if err := a.client.Get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: name}, isr); err != nil {
+	isr, err := a.restores.get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: op.object})
+	if err != nil {
 		if client.IgnoreNotFound(err) == nil {
-			return velero.OperationProgress{Completed: true, Err: fmt.Sprintf("ImageStreamsRestore %s/%s no longer exists", restore.Namespace, name)}, nil
+			if op.waitingToBeRecorded(time.Now()) {
+				return velero.OperationProgress{Description: fmt.Sprintf("ImageStreamsRestore %s/%s not written yet", restore.Namespace, op.object)}, nil
+			}
+			return velero.OperationProgress{Completed: true, Err: fmt.Sprintf("ImageStreamsRestore %s/%s no longer exists", restore.Namespace, op.object)}, nil
 		}
 		return velero.OperationProgress{}, err
+	}
+	if isr.Labels[LabelRestoreName] == restore.Name && !lists(&isr.Spec, ns, isName) {
+		if op.waitingToBeRecorded(time.Now()) {
+			return velero.OperationProgress{Description: fmt.Sprintf("imagestream %s/%s not yet written into ImageStreamsRestore %s", ns, isName, isr.Name)}, nil
+		}
+		return velero.OperationProgress{Completed: true, Err: fmt.Sprintf(
+			"imagestream %s/%s was never written into ImageStreamsRestore %s (the plugin stopped before writing it, or the API server refused it: see the velero log); its images are not restored",
+			ns, isName, isr.Name)}, nil
 	}
 	st := isr.Status
 	p := velero.OperationProgress{OperationUnits: "images", NTotal: st.Progress.ImagesTotal, NCompleted: st.Progress.ImagesDone, Updated: time.Now(),
@@ -219,14 +282,14 @@ func (a *RestoreAction) Progress(operationID string, restore *velerov1.Restore) 
 
 // Cancel stops the Velero restore's own ImageStreamsRestore; one a person made is theirs to stop.
 func (a *RestoreAction) Cancel(operationID string, restore *velerov1.Restore) error {
-	name, _, _, err := parseOperationID(operationID)
+	op, err := parseOperationID(operationID)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	isr := &oadpv1alpha1.ImageStreamsRestore{}
-	if err := a.client.Get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: name}, isr); err != nil {
+	if err := a.client.Get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: op.object}, isr); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	if isr.Labels[LabelRestoreName] != restore.Name {

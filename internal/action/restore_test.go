@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	imagev1 "github.com/openshift/api/image/v1"
 	"github.com/sirupsen/logrus"
@@ -81,8 +83,12 @@ func newRestoreAction() *action.RestoreAction {
 func TestRestoreRewritesReferencesAndRestoresImagesThroughAnImageStreamsRestore(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
-	out, err := newRestoreAction().Execute(restoreInput(t, ns, "r1", backedUpImageStream("is")))
+	a := newRestoreAction()
+	out, err := a.Execute(restoreInput(t, ns, "r1", backedUpImageStream("is")))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
 	got := &imagev1.ImageStream{}
@@ -104,8 +110,8 @@ func TestRestoreRewritesReferencesAndRestoresImagesThroughAnImageStreamsRestore(
 	if got.Status.DockerImageRepository != newHost+"/ns2/is" || out.SkipRestore {
 		t.Errorf("repository %s, skip %v", got.Status.DockerImageRepository, out.SkipRestore)
 	}
-	if out.OperationID != "r1/ns1/is" {
-		t.Errorf("operation ID %q, want r1/ns1/is", out.OperationID)
+	if !strings.HasPrefix(out.OperationID, "r1/ns1/is/") {
+		t.Errorf("operation ID %q, want r1/ns1/is/<time>", out.OperationID)
 	}
 	isr := &oadpv1alpha1.ImageStreamsRestore{}
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "r1"}, isr); err != nil {
@@ -130,6 +136,9 @@ func TestRestoreActionsOfManyImageStreamsShareOneImageStreamsRestore(t *testing.
 		})
 	}
 	wg.Wait()
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	isr := &oadpv1alpha1.ImageStreamsRestore{}
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "r2"}, isr); err != nil {
 		t.Fatal(err)
@@ -158,7 +167,7 @@ func TestRestoreWaitsForAPersonsImageStreamsRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.OperationID != "by-hand/ns1/is" {
+	if !strings.HasPrefix(out.OperationID, "by-hand/ns1/is/") {
 		t.Errorf("operation ID %q, want the person's ImageStreamsRestore by-hand", out.OperationID)
 	}
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "r3"}, &oadpv1alpha1.ImageStreamsRestore{}); !apierrors.IsNotFound(err) {
@@ -166,13 +175,16 @@ func TestRestoreWaitsForAPersonsImageStreamsRestore(t *testing.T) {
 	}
 	// An imagestream the person's restore does not list gets the Velero restore's own.
 	out, err = a.Execute(restoreInput(t, ns, "r3", backedUpImageStream("not-listed")))
-	if err != nil || out.OperationID != "r3/ns1/not-listed" {
-		t.Errorf("operation %q, %v; want r3/ns1/not-listed", out.OperationID, err)
+	if err != nil || !strings.HasPrefix(out.OperationID, "r3/ns1/not-listed/") {
+		t.Errorf("operation %q, %v; want r3/ns1/not-listed/<time>", out.OperationID, err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
 	}
 
 	// Progress follows the person's restore; Cancel leaves it to them.
 	restore := &velerov1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r3"}}
-	if p, err := a.Progress("by-hand/ns1/is", restore); err != nil || p.Completed {
+	if p, err := newRestoreAction().Progress("by-hand/ns1/is", restore); err != nil || p.Completed {
 		t.Errorf("Progress of an unfinished restore = %+v, %v", p, err)
 	}
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(mine), mine); err != nil {
@@ -184,7 +196,7 @@ func TestRestoreWaitsForAPersonsImageStreamsRestore(t *testing.T) {
 	if err := env.Client.Status().Update(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := a.Progress("by-hand/ns1/is", restore); err != nil || !p.Completed || p.Err != "1 images failed: x/ns1/is@"+digest(1)+": ImageNotFound" {
+	if p, err := newRestoreAction().Progress("by-hand/ns1/is", restore); err != nil || !p.Completed || p.Err != "1 images failed: x/ns1/is@"+digest(1)+": ImageNotFound" {
 		t.Errorf("Progress = %+v, %v; want completed with the failure", p, err)
 	}
 	if err := a.Cancel("by-hand/ns1/is", restore); err != nil {
@@ -324,5 +336,30 @@ func TestDeleteActionHandsTheImagesToTheWorker(t *testing.T) {
 	if inert.DeletionTimestamp.IsZero() || inert.Spec.StartBackup || inert.Spec.VeleroBackupReference != nil ||
 		inert.Spec.BackupLocation.Name != "default" || len(inert.Finalizers) != 1 {
 		t.Errorf("inert copy %+v %+v, want it deleting, never started, at location default, with the worker's finalizer", inert.ObjectMeta, inert.Spec)
+	}
+}
+
+// An imagestream's operation waits while its entry may still be on its way into the Velero
+// restore's ImageStreamsRestore, and fails once it certainly is not coming.
+func TestRestoreProgressOfAnImageStreamNeverWritten(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	a := newRestoreAction()
+	in := restoreInput(t, ns, "r4", backedUpImageStream("is"))
+	if _, err := a.Execute(in); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ago := func(d time.Duration) string { return fmt.Sprint(time.Now().Add(-d).Unix()) }
+	if p, err := a.Progress("r4/ns1/ghost/"+ago(time.Second), in.Restore); err != nil || p.Completed {
+		t.Errorf("Progress of an imagestream queued a second ago = %+v, %v; want not completed", p, err)
+	}
+	if p, err := a.Progress("r4/ns1/ghost/"+ago(time.Hour), in.Restore); err != nil || !p.Completed || !strings.Contains(p.Err, "ns1/ghost was never written") {
+		t.Errorf("Progress of an imagestream queued an hour ago and never written = %+v, %v; want completed with an error", p, err)
+	}
+	if p, err := a.Progress("gone/ns1/is/"+ago(time.Second), in.Restore); err != nil || p.Completed {
+		t.Errorf("Progress while the ImageStreamsRestore is not yet created = %+v, %v; want not completed", p, err)
 	}
 }
