@@ -116,6 +116,12 @@ bench: $(CRANE) debian-packages ## Measure backup and restore against crane and 
 	go build -o $(BIN)/bench ./test/bench
 	$(BIN)/bench -crane $(CRANE) -skopeo skopeo
 
+BENCH_SCALE_FLAGS ?=
+.PHONY: bench-scale
+bench-scale: $(STACK_DEPS) ## Back up and restore 2,000 imagestreams (20,000 images) with a real velero; prints time, memory, API writes, object sizes and the plugin's overhead.
+	go build -o $(BIN)/benchscale ./test/benchscale
+	$(IN_NETNS) $(BIN)/benchscale $(BENCH_SCALE_FLAGS)
+
 ##@ Tools (built from the Go module proxy, cached in bin/)
 
 # Peers the tests run for real that Debian packages: skopeo reads exported OCI layouts, and

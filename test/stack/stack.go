@@ -1,6 +1,7 @@
 // Package stack runs the whole product the way users do, all on 127.0.0.1: kube-apiserver and
 // etcd, every Velero CRD, versitygw with a BackupStorageLocation, the distribution registry with
-// auth, a real `velero server` loading its AWS plugin and ours, and the worker. The end-to-end
+// auth, a real `velero server` loading its AWS plugin and ours, and the worker binary. Velero and the
+// worker can be stopped and started again, as Kubernetes would restart their pods. The end-to-end
 // tests and `make demo` use it; both run in a network namespace of their own, because velero's
 // manager always listens on *:8080.
 package stack
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -21,6 +23,7 @@ import (
 	configv1 "github.com/openshift/api/config/v1"
 	imagev1 "github.com/openshift/api/image/v1"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"gocloud.dev/blob"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,11 +33,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/yaml"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
-	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 	"github.com/openshift/oadp-imagestreams-backup/test/peers"
 	"github.com/openshift/oadp-imagestreams-backup/test/testenv"
@@ -45,6 +46,9 @@ const VeleroNamespace = "velero"
 
 // Stack is a running product.
 type Stack struct {
+	// WorkerFlags are added to the worker's command line, after and so over the stack's own.
+	WorkerFlags []string
+
 	Env        *testenv.Environment
 	Registry   *peers.Registry
 	S3         *peers.S3
@@ -56,7 +60,14 @@ type Stack struct {
 
 	cleanups []func()
 	dir      string
+
+	veleroServer, worker *process
+	s3Meter              *meter
 }
+
+// BytesSentToS3 counts the bytes velero and the worker have sent to the S3 server, HTTP
+// headers, retries and abandoned uploads included.
+func (s *Stack) BytesSentToS3() int64 { return s.s3Meter.sent.Load() }
 
 // The stack is its own peers.TB: failures panic, cleanups run at Stop.
 func (s *Stack) Helper()                           {}
@@ -140,6 +151,9 @@ func Start(s *Stack) {
 	check(c.Status().Update(ctx, img))
 
 	s.S3 = peers.StartS3(t, "velero")
+	// Velero and the worker reach S3 through a meter that counts what they upload.
+	s.s3Meter = must(startMeter(strings.TrimPrefix(s.S3.URL, "http://")))
+	t.Cleanup(s.s3Meter.close)
 	s.CredentialsFile = filepath.Join(t.TempDir(), "cloud")
 	check(os.WriteFile(s.CredentialsFile, s.S3.CredentialsFile("default"), 0o600))
 	check(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: VeleroNamespace, Name: "cloud-credentials"},
@@ -148,41 +162,118 @@ func Start(s *Stack) {
 		Spec: velerov1.BackupStorageLocationSpec{Provider: "aws", Default: true,
 			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: "velero", Prefix: "cluster-a"}},
 			Credential:  &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cloud-credentials"}, Key: "cloud"},
-			Config:      map[string]string{"region": s.S3.Region, "s3Url": s.S3.URL, "s3ForcePathStyle": "true"}}}))
+			Config:      map[string]string{"region": s.S3.Region, "s3Url": "http://" + s.s3Meter.addr(), "s3ForcePathStyle": "true"}}}))
 
-	// The plugins velero loads: its AWS object store and ours.
-	plugins := t.TempDir()
-	for env, pattern := range map[string]string{"VELERO_PLUGIN_AWS": "velero-plugin-for-aws-v*", "IMAGESTREAMS_BACKUP_PLUGIN": "imagestreams-backup-plugin"} {
-		src := peers.Binary(t, env, pattern)
-		check(os.Symlink(src, filepath.Join(plugins, filepath.Base(src))))
-	}
-	server := exec.Command(s.velero, "server", "--kubeconfig", s.kubeconfig, "--namespace", VeleroNamespace, "--plugin-dir", plugins,
-		"--metrics-address", "127.0.0.1:0", "--profiler-address", "127.0.0.1:0", "--item-operation-sync-frequency", "1s",
-		"--store-validation-frequency", "5s", "--log-level", "info")
-	server.Env = s.environ()
-	log := must(os.Create(filepath.Join(s.home, "velero-server.log")))
-	server.Stdout, server.Stderr = log, log
-	check(server.Start())
-	t.Cleanup(func() { _ = server.Process.Kill(); _ = server.Wait(); log.Close() })
-
-	// The worker, as in the cluster but in this process, with the registry's password as its token.
-	token := filepath.Join(t.TempDir(), "token")
-	check(os.WriteFile(token, []byte(s.Registry.Password), 0o600))
-	mgr := must(controller.NewManager(s.Env.Config, controller.ManagerOptions{
-		Config: controller.Config{Namespace: VeleroNamespace, ProgressInterval: 200 * time.Millisecond, RetryInterval: time.Second,
-			Registry: controller.Registry{TokenFile: token, Username: s.Registry.Username, Jobs: 4}},
-		MetricsAddress: "0", HealthProbeAddress: "0",
-		Logger: zap.New(zap.WriteTo(must(os.Create(filepath.Join(s.home, "worker.log")))), zap.UseDevMode(true)),
-	}))
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = mgr.Start(mctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	s.StartVelero(true)
+	s.StartWorker()
 
 	s.WaitFor(time.Minute, "the BackupStorageLocation Available", func() bool {
 		bsl := &velerov1.BackupStorageLocation{}
 		return c.Get(ctx, client.ObjectKey{Namespace: VeleroNamespace, Name: "default"}, bsl) == nil && bsl.Status.Phase == velerov1.BackupStorageLocationPhaseAvailable
 	})
+}
+
+// StartVelero starts `velero server` with velero-plugin-for-aws, and with our plugin when
+// withPlugin is true. It appends to velero-server.log.
+func (s *Stack) StartVelero(withPlugin bool) {
+	if s.veleroServer != nil {
+		panic("velero server already running")
+	}
+	plugins := s.TempDir()
+	binaries := map[string]string{"VELERO_PLUGIN_AWS": "velero-plugin-for-aws-v*"}
+	if withPlugin {
+		binaries["IMAGESTREAMS_BACKUP_PLUGIN"] = "imagestreams-backup-plugin"
+	}
+	for env, pattern := range binaries {
+		src := peers.Binary(s, env, pattern)
+		check(os.Symlink(src, filepath.Join(plugins, filepath.Base(src))))
+	}
+	s.veleroServer = s.startProcess("velero-server.log", s.velero, "server", "--kubeconfig", s.kubeconfig, "--namespace", VeleroNamespace,
+		"--plugin-dir", plugins, "--metrics-address", "127.0.0.1:0", "--profiler-address", "127.0.0.1:0",
+		"--item-operation-sync-frequency", "1s", "--store-validation-frequency", "5s", "--log-level", "info")
+}
+
+// StopVelero stops the velero server the way Kubernetes stops its pod: SIGTERM, then SIGKILL
+// after a grace period.
+func (s *Stack) StopVelero() {
+	s.veleroServer.stop(syscall.SIGTERM, 30*time.Second)
+	s.veleroServer = nil
+}
+
+// StartWorker starts the worker binary as the Deployment runs it, with the registry's password
+// as its service account token. It appends to worker.log.
+func (s *Stack) StartWorker() {
+	if s.worker != nil {
+		panic("worker already running")
+	}
+	token := filepath.Join(s.home, "registry-token")
+	check(os.WriteFile(token, []byte(s.Registry.Password), 0o600))
+	args := append([]string{"--kubeconfig", s.kubeconfig, "--namespace", VeleroNamespace, "--registry-token-file", token,
+		"--registry-username", s.Registry.Username, "--jobs", "4", "--progress-interval", "200ms", "--retry-interval", "1s",
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0"}, s.WorkerFlags...)
+	s.worker = s.startProcess("worker.log", peers.Binary(s, "IMAGESTREAMS_BACKUP_WORKER", "imagestreams-backup-worker"), args...)
+}
+
+// KillWorker ends the worker with SIGKILL, as a node failure or the OOM killer would, and
+// returns its peak resident memory in bytes.
+func (s *Stack) KillWorker() int64 {
+	peak := s.worker.peakRSS()
+	s.worker.stop(syscall.SIGKILL, 0)
+	s.worker = nil
+	return peak
+}
+
+// WorkerPeakRSS is the running worker's peak resident memory in bytes.
+func (s *Stack) WorkerPeakRSS() int64 { return s.worker.peakRSS() }
+
+// process is a server the stack can stop and start again.
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	log    *os.File
+}
+
+func (s *Stack) startProcess(logName, bin string, args ...string) *process {
+	cmd := exec.Command(bin, args...)
+	cmd.Env = s.environ()
+	log := must(os.OpenFile(filepath.Join(s.home, logName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644))
+	cmd.Stdout, cmd.Stderr = log, log
+	check(cmd.Start())
+	p := &process{cmd: cmd, exited: make(chan struct{}), log: log}
+	go func() { _ = cmd.Wait(); log.Close(); close(p.exited) }()
+	s.Cleanup(func() { p.stop(syscall.SIGKILL, 0) })
+	return p
+}
+
+func (p *process) stop(sig syscall.Signal, grace time.Duration) {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// peakRSS reads VmHWM, the process's peak resident set size, from /proc.
+func (p *process) peakRSS() int64 {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kib int64
+			fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kib)
+			return kib << 10
+		}
+	}
+	return 0
 }
 
 func (s *Stack) environ() []string {
@@ -220,10 +311,12 @@ func (s *Stack) WaitFor(timeout time.Duration, what string, cond func() bool) {
 }
 
 // Store opens the location the way an administrator would.
-func (s *Stack) Store() *imagestore.Store {
-	b := must(bucket.Open(context.Background(), bucket.Config{Provider: "aws", Bucket: "velero", Credentials: s.S3.CredentialsFile("default"),
+func (s *Stack) Store() *imagestore.Store { return imagestore.New(s.Bucket(), "cluster-a") }
+
+// Bucket opens the BackupStorageLocation's bucket.
+func (s *Stack) Bucket() *blob.Bucket {
+	return must(bucket.Open(context.Background(), bucket.Config{Provider: "aws", Bucket: "velero", Credentials: s.S3.CredentialsFile("default"),
 		Config: map[string]string{"region": s.S3.Region, "s3Url": s.S3.URL, "s3ForcePathStyle": "true"}}))
-	return imagestore.New(b, "cluster-a")
 }
 
 // Home is the directory that holds velero's and the worker's logs.
