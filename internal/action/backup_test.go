@@ -179,7 +179,7 @@ func recorded(t *testing.T, ns, backup string) map[string][]string {
 func TestFiftyConcurrentExecutesLoseNothing(t *testing.T) {
 	ns := env.Namespace(t)
 	a := newAction()
-	b1, b2 := newBackupObject(t, ns, "b1", 60), newBackupObject(t, ns, "b2", 60)
+	b1, b2 := newBackupObject(t, ns, "b1", 50), newBackupObject(t, ns, "b2", 50) // one part each
 	var wg sync.WaitGroup
 	errs := make(chan error, 70)
 	for i := range 50 {
@@ -255,8 +255,8 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "big"}, head); err != nil {
 		t.Fatal(err)
 	}
-	if head.Annotations[action.AnnotationParts] != "30" || len(parts) < 15 || len(parts) > 30 {
-		t.Errorf("a 3,000-item backup has %d parts (annotation %q), want at most 30 and most of them used", len(parts), head.Annotations[action.AnnotationParts])
+	if head.Annotations[action.AnnotationParts] != "60" || len(parts) < 30 || len(parts) > 60 {
+		t.Errorf("a 3,000-item backup has %d parts (annotation %q), want at most 60 and most of them used", len(parts), head.Annotations[action.AnnotationParts])
 	}
 	total := 0
 	for name, streams := range parts {

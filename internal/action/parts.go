@@ -19,16 +19,16 @@ import (
 // <backup>.<n-1>, each imagestream in the part its namespace and name hash to. The head's creator
 // fixes the number of parts from the size of the Velero backup and records it in
 // AnnotationParts, so every writer agrees; a backup of up to itemsPerPart items has one part,
-// named exactly after the Velero backup. A hundred imagestreams of ten images make a part of
-// about 150 KiB.
+// named exactly after the Velero backup. Fifty imagestreams of ten images make a part of about
+// 90 KiB and a stored index of about 220 KiB.
 const (
 	// AnnotationParts on the head says how many parts the backup has.
 	AnnotationParts = oadpv1alpha1.AnnotationParts
 	// LabelBackupName links every part to its Velero backup, as Velero labels what it creates.
 	LabelBackupName = "velero.io/backup-name"
 
-	itemsPerPart = 100
-	maxParts     = 256
+	itemsPerPart = 50
+	maxParts     = 1024
 )
 
 // partsFor is the number of parts for a Velero backup of totalItems items.

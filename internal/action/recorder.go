@@ -46,6 +46,11 @@ type queue struct {
 	build   func(entries []any) *unstructured.Unstructured
 	entries []any
 	writing bool
+	// written is set once a write of the whole object succeeded; later writes carry only
+	// the list entries. Every field a write carries is recorded under its field manager, and
+	// two hundred writes each owning the labels, owner reference and namespace mapping again
+	// made a restore's object twice its size.
+	written bool
 }
 
 // recordDeadline is how long after Execute an entry may still be missing from its object
@@ -95,9 +100,13 @@ func (r *recorder) drain(q *queue) {
 		}
 		r.seq++
 		manager := fmt.Sprintf("%s-%d", r.manager, r.seq)
+		written := q.written
 		r.mu.Unlock()
 
 		obj := q.build(entries)
+		if written {
+			obj = entriesOnly(obj)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := retry.OnError(recordBackoff, transientAPIError, func() error {
 			return r.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(manager), client.ForceOwnership)
@@ -110,7 +119,23 @@ func (r *recorder) drain(q *queue) {
 			continue
 		}
 		log.Debug("Recorded entries")
+		r.mu.Lock()
+		q.written = true
+		r.mu.Unlock()
 	}
+}
+
+// entriesOnly is obj reduced to what identifies it and its spec.imageStreams entries.
+func entriesOnly(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{}}
+	u.SetAPIVersion(obj.GetAPIVersion())
+	u.SetKind(obj.GetKind())
+	u.SetNamespace(obj.GetNamespace())
+	u.SetName(obj.GetName())
+	if list, ok, _ := unstructured.NestedSlice(obj.Object, "spec", "imageStreams"); ok {
+		_ = unstructured.SetNestedSlice(u.Object, list, "spec", "imageStreams")
+	}
+	return u
 }
 
 // flush waits until everything queued is written or ctx ends.

@@ -151,6 +151,17 @@ func TestRestoreActionsOfManyImageStreamsShareOneImageStreamsRestore(t *testing.
 	if len(names) != 20 || names[0] != "is-00" || names[19] != "is-19" {
 		t.Errorf("ImageStreamsRestore lists %v, want all 20 imagestreams", names)
 	}
+	// Only the write that created it owns the labels, owner and mapping; later writes own
+	// their entries alone, so the object does not grow by those with every write.
+	owners := 0
+	for _, mf := range isr.ManagedFields {
+		if mf.FieldsV1 != nil && strings.Contains(string(mf.FieldsV1.Raw), `"f:namespaceMapping"`) {
+			owners++
+		}
+	}
+	if owners != 1 {
+		t.Errorf("%d field managers own the namespace mapping, want 1", owners)
+	}
 }
 
 func TestRestoreWaitsForAPersonsImageStreamsRestore(t *testing.T) {

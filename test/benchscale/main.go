@@ -42,6 +42,7 @@ var (
 	overhead     = flag.Int("overhead-imagestreams", 1000, "imagestreams in the backups timed with and without the plugin")
 	rounds       = flag.Int("rounds", 2, "backups timed with and without the plugin, each")
 	logs         = flag.String("logs", "", "directory to copy velero's and the worker's logs into at the end")
+	withRestore  = flag.Bool("restore", true, "restore everything at the end")
 )
 
 func main() {
@@ -184,6 +185,25 @@ func run(s *stack.Stack) {
 		}
 	}
 
+	wo, wi := median(without, collection), median(with, collection)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	fmt.Fprintln(tw)
+	fmt.Fprintf(tw, "backup of %d imagestreams, %d image references\t%s (%d ImageStreamsBackups, %d images, %.1f MiB uploaded)\n",
+		*imageStreams, *imageStreams**tags, full.total.Round(100*time.Millisecond), len(isbs.Items), images, float64(uploaded)/(1<<20))
+	fmt.Fprintf(tw, "  item collection by velero and the plugin\t%s\n", full.collection.Round(100*time.Millisecond))
+	fmt.Fprintf(tw, "  worker peak RSS\t%.1f MiB\n", float64(rss)/(1<<20))
+	fmt.Fprintf(tw, "  API writes to our kinds\t%d (%s)\n", writes.total(), writes)
+	fmt.Fprintf(tw, "largest ImageStreamsBackup\t%.1f KiB (%s)\n", float64(largestISB)/1024, largestISBName)
+	fmt.Fprintf(tw, "largest stored index\t%.1f KiB (%s)\n", float64(largestIndex)/1024, largestIndexKey)
+	fmt.Fprintf(tw, "backup of %d imagestreams without the plugin\t%s (runs: %s)\n", len(overheadNS)*perNS, wo.Round(10*time.Millisecond), list(without, collection))
+	fmt.Fprintf(tw, "  item collection with the plugin\t%s (runs: %s)\n", wi.Round(10*time.Millisecond), list(with, collection))
+	fmt.Fprintf(tw, "  added by the plugin\t%+.1f%%\n", 100*(wi.Seconds()/wo.Seconds()-1))
+	fmt.Fprintf(tw, "  to Completed with the plugin, images already stored\t%s (runs: %s)\n", median(with, total).Round(10*time.Millisecond), list(with, total))
+	if !*withRestore {
+		return
+	}
+
 	step("velero restore of all %d imagestreams into new namespaces", *imageStreams)
 	var mappings []string
 	for _, ns := range all {
@@ -217,23 +237,8 @@ func run(s *stack.Stack) {
 	}
 	largestISR := objectSize(ctx, s, "imagestreamsrestores", "full")
 
-	fmt.Println()
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "backup of %d imagestreams, %d image references\t%s (%d ImageStreamsBackups, %d images, %.1f MiB uploaded)\n",
-		*imageStreams, *imageStreams**tags, full.total.Round(100*time.Millisecond), len(isbs.Items), images, float64(uploaded)/(1<<20))
-	fmt.Fprintf(tw, "  item collection by velero and the plugin\t%s\n", full.collection.Round(100*time.Millisecond))
-	fmt.Fprintf(tw, "  worker peak RSS\t%.1f MiB\n", float64(rss)/(1<<20))
-	fmt.Fprintf(tw, "  API writes to our kinds\t%d (%s)\n", writes.total(), writes)
-	fmt.Fprintf(tw, "largest ImageStreamsBackup\t%.1f KiB (%s)\n", float64(largestISB)/1024, largestISBName)
-	fmt.Fprintf(tw, "largest stored index\t%.1f KiB (%s)\n", float64(largestIndex)/1024, largestIndexKey)
 	fmt.Fprintf(tw, "largest ImageStreamsRestore\t%.1f KiB\n", float64(largestISR)/1024)
-	wo, wi := median(without, collection), median(with, collection)
-	fmt.Fprintf(tw, "backup of %d imagestreams without the plugin\t%s (runs: %s)\n", len(overheadNS)*perNS, wo.Round(10*time.Millisecond), list(without, collection))
-	fmt.Fprintf(tw, "  item collection with the plugin\t%s (runs: %s)\n", wi.Round(10*time.Millisecond), list(with, collection))
-	fmt.Fprintf(tw, "  added by the plugin\t%+.1f%%\n", 100*(wi.Seconds()/wo.Seconds()-1))
-	fmt.Fprintf(tw, "  to Completed with the plugin, images already stored\t%s (runs: %s)\n", median(with, total).Round(10*time.Millisecond), list(with, total))
 	fmt.Fprintf(tw, "restore of %d imagestreams, %d images pushed\t%s\n", *imageStreams, isr.Status.Progress.ImagesDone, restoreTime.Round(100*time.Millisecond))
-	tw.Flush()
 }
 
 type backupTimes struct {
@@ -274,7 +279,7 @@ func timeBackup(s *stack.Stack, name string, namespaces []string) backupTimes {
 			return false
 		}
 		switch b.Status.Phase {
-		case "", velerov1.BackupPhaseNew, velerov1.BackupPhaseInProgress:
+		case "", velerov1.BackupPhaseNew, velerov1.BackupPhaseQueued, velerov1.BackupPhaseReadyToStart, velerov1.BackupPhaseInProgress:
 			return false
 		}
 		if t.collection == 0 {
