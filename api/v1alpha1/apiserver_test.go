@@ -226,6 +226,19 @@ func TestBadInputIsRefusedWithAClearMessage(t *testing.T) {
 		{"an inline location without bucket", newBackup(ns, func(b *v1.ImageStreamsBackup) {
 			b.Spec.BackupLocation = &v1.BackupLocation{Velero: &v1.VeleroLocation{Provider: "aws"}}
 		}), []string{"spec.backupLocation.velero.objectStorage.bucket", "at least 1 chars long"}},
+		{"a restore of a backup named with ..", newRestore(ns, func(r *v1.ImageStreamsRestore) {
+			r.Spec.ImageStreamsBackupReference = &v1.ImageStreamsBackupReference{Name: "../other-cluster"}
+		}), []string{"spec.ImageStreamsBackupReference.name", "should match"}},
+		{"a restore of a backup named with a slash", newRestore(ns, func(r *v1.ImageStreamsRestore) {
+			r.Spec.ImageStreamsBackupReference = &v1.ImageStreamsBackupReference{Name: "a/b"}
+		}), []string{"spec.ImageStreamsBackupReference.name", "should match"}},
+		{"a restore of a backup named with 300 characters", newRestore(ns, func(r *v1.ImageStreamsRestore) {
+			r.Spec.ImageStreamsBackupReference = &v1.ImageStreamsBackupReference{Name: strings.Repeat("a", 300)}
+		}), []string{"spec.ImageStreamsBackupReference.name", "Too long"}},
+		{"a backup named with 300 characters", newBackup(ns, func(b *v1.ImageStreamsBackup) { b.Name = strings.Repeat("a", 300) }),
+			[]string{"metadata.name", "must be no more than 253 characters"}},
+		{"a backup named with ..", newBackup(ns, func(b *v1.ImageStreamsBackup) { b.Name = "a..b" }),
+			[]string{"metadata.name", "a lowercase RFC 1123 subdomain"}},
 		{"a restore that names no backup", newRestore(ns, func(r *v1.ImageStreamsRestore) { r.Spec.ImageStreamsBackupReference = nil }),
 			[]string{"ImageStreamsBackupReference is required"}},
 		{"a restore whose two spellings disagree", newRestore(ns, func(r *v1.ImageStreamsRestore) {

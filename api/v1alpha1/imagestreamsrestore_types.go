@@ -46,9 +46,11 @@ type ImageStreamsRestoreSpec struct {
 
 // ImageStreamsBackupReference names a stored image backup.
 type ImageStreamsBackupReference struct {
-	// name is the backup's name in the backup location.
+	// name is the backup's name in the backup location: an ImageStreamsBackup's name, so a
+	// DNS subdomain, which keeps it one path segment in the bucket.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="the backup a restore reads cannot change; create another ImageStreamsRestore"
 	Name string `json:"name"`
 }
