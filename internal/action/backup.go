@@ -194,12 +194,6 @@ func (a *BackupAction) Progress(operationID string, backup *velerov1.Backup) (ve
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// What this process queued is written before its progress is judged: Velero asks right
-	// after item collection, in the process that ran Execute.
-	// An error from Progress fails the operation; entries still on their way show as waiting.
-	if err := a.recorder.flush(ctx); err != nil {
-		a.log.WithError(err).Warn("Queued imagestreams not yet written")
-	}
 	isb, err := a.parts.get(ctx, client.ObjectKey{Namespace: backup.Namespace, Name: op.object})
 	if err != nil {
 		if apierrors.IsNotFound(err) {

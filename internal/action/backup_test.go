@@ -434,19 +434,3 @@ func TestARoundOfProgressReadsEachPartOnce(t *testing.T) {
 		t.Errorf("a round of 100 Progress calls read the part %d times, want once", n)
 	}
 }
-
-// An imagestream queued a moment ago is written by the time Velero first asks for its
-// progress, which it does in the same process right after item collection.
-func TestProgressWritesWhatIsQueued(t *testing.T) {
-	ns := env.Namespace(t)
-	a := newAction()
-	backup := newBackupObject(t, ns, "quick", 10)
-	_, _, op, _, err := a.Execute(imageStream("app", "web", tag{"latest", []string{host + "/app/web@" + digest(1)}}), backup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := a.Progress(op, backup)
-	if err != nil || p.NTotal != 1 || p.Completed {
-		t.Errorf("Progress right after Execute = %+v, %v; want the imagestream's 1 image, not completed", p, err)
-	}
-}

@@ -16,7 +16,8 @@ import (
 )
 
 // recorder writes list entries into shared objects (ImageStreamsBackup and ImageStreamsRestore
-// parts) in the background, in batches (see batchSize and linger).
+// parts) in the background, batching what arrives while a write is in flight into the next
+// write: a group commit.
 //
 // Velero calls an item action once per item, one after the other, and waits for it. Every write
 // of one object costs the API server time in proportion to the object's size, and the objects
@@ -37,25 +38,14 @@ type recorder struct {
 	objects map[string]*queue
 	seq     int
 	idle    *sync.Cond
-	busy    int // queues being written
-	urgent  int // flushes waiting: write whatever is queued at once
+	busy    int
 }
-
-// Batches are written at batchSize entries, or linger after their first entry. During item
-// collection the API server is Velero's bottleneck too: fewer, larger writes leave it more
-// time for Velero. Velero asks for the progress of the operations right after item collection,
-// in the same plugin process, and Progress flushes, so nothing waits longer than that.
-const (
-	batchSize = 25
-	linger    = 2 * time.Second
-)
 
 // queue is what waits to be written into one object.
 type queue struct {
 	build   func(entries []any) *unstructured.Unstructured
 	entries []any
 	writing bool
-	timer   *time.Timer // writes the entries linger after the first
 	// written is set once a write of the whole object succeeded; later writes carry only
 	// the list entries. Every field a write carries is recorded under its field manager, and
 	// two hundred writes each owning the labels, owner reference and namespace mapping again
@@ -77,8 +67,7 @@ func newRecorder(c client.Client, log logrus.FieldLogger, manager string) *recor
 }
 
 // add queues entry for the object build makes; build gets every entry of the batch and must
-// return the same object (kind, namespace, name) each time. The object is written once
-// batchSize entries wait, or linger after the first of them, or at the next flush.
+// return the same object (kind, namespace, name) each time.
 func (r *recorder) add(key string, build func(entries []any) *unstructured.Unstructured, entry any) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -89,57 +78,26 @@ func (r *recorder) add(key string, build func(entries []any) *unstructured.Unstr
 	}
 	q.build = build
 	q.entries = append(q.entries, entry)
-	switch {
-	case q.writing:
-	case len(q.entries) >= batchSize || r.urgent > 0:
-		r.start(q)
-	default:
-		r.arm(q)
+	if !q.writing {
+		q.writing = true
+		r.busy++
+		go r.drain(q)
 	}
 }
 
-// arm writes q's entries linger from now, unless a write takes them first; r.mu is held.
-func (r *recorder) arm(q *queue) {
-	if q.timer != nil {
-		return
-	}
-	q.timer = time.AfterFunc(linger, func() {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		q.timer = nil
-		if !q.writing && len(q.entries) > 0 {
-			r.start(q)
-		}
-	})
-}
-
-// start drains q in the background; r.mu is held.
-func (r *recorder) start(q *queue) {
-	if q.timer != nil {
-		q.timer.Stop()
-		q.timer = nil
-	}
-	q.writing = true
-	r.busy++
-	go r.drain(q)
-}
-
-// drain writes q's entries while a batch is due.
+// drain writes q's entries until none are left.
 func (r *recorder) drain(q *queue) {
 	for {
 		r.mu.Lock()
 		entries := q.entries
-		if len(entries) == 0 || len(entries) < batchSize && r.urgent == 0 {
+		q.entries = nil
+		if len(entries) == 0 {
 			q.writing = false
 			r.busy--
-			if len(entries) > 0 {
-				r.arm(q)
-			}
 			r.idle.Broadcast()
 			r.mu.Unlock()
 			return
 		}
-		q.entries = nil
 		r.seq++
 		manager := fmt.Sprintf("%s-%d", r.manager, r.seq)
 		written, build := q.written, q.build
@@ -180,7 +138,7 @@ func entriesOnly(obj *unstructured.Unstructured) *unstructured.Unstructured {
 	return u
 }
 
-// flush writes everything queued now and waits until it is written or ctx ends.
+// flush waits until everything queued is written or ctx ends.
 func (r *recorder) flush(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() {
 		r.mu.Lock()
@@ -190,13 +148,6 @@ func (r *recorder) flush(ctx context.Context) error {
 	defer stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.urgent++
-	defer func() { r.urgent-- }()
-	for _, q := range r.objects {
-		if !q.writing && len(q.entries) > 0 {
-			r.start(q)
-		}
-	}
 	for r.busy > 0 {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%d objects still being written: %w", r.busy, err)

@@ -230,12 +230,6 @@ func (a *RestoreAction) Progress(operationID string, restore *velerov1.Restore) 
 	ns, isName := op.namespace, op.name
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	// What this process queued is written before its progress is judged: Velero asks right
-	// after item collection, in the process that ran Execute.
-	// An error from Progress fails the operation; entries still on their way show as waiting.
-	if err := a.recorder.flush(ctx); err != nil {
-		a.log.WithError(err).Warn("Queued imagestreams not yet written")
-	}
 	isr, err := a.restores.get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: op.object})
 	if err != nil {
 		if client.IgnoreNotFound(err) == nil {

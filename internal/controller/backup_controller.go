@@ -480,7 +480,6 @@ func patchStatus[O client.Object](ctx context.Context, c client.Client, obj O, m
 
 func ptrNow() *metav1.Time { t := metav1.Now(); return &t }
 
-// every calls f every interval until ctx ends or the returned stop is called.
 // mergeReferences lists each reference once, with the tags of all its entries in order.
 func mergeReferences(refs []oadpv1alpha1.DockerImageReference) []oadpv1alpha1.DockerImageReference {
 	out := make([]oadpv1alpha1.DockerImageReference, 0, len(refs))
@@ -501,6 +500,7 @@ func mergeReferences(refs []oadpv1alpha1.DockerImageReference) []oadpv1alpha1.Do
 	return out
 }
 
+// every calls f every interval until ctx ends or the returned stop is called.
 func every(ctx context.Context, interval time.Duration, f func()) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
