@@ -12,10 +12,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -48,28 +46,16 @@ var (
 func main() {
 	flag.Parse()
 	s := &stack.Stack{WorkerFlags: []string{"--progress-interval", "10s"}} // the worker's default
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sig
-		s.Stop()
-		os.Exit(130)
-	}()
-	code := 0
-	func() {
-		defer s.Stop()
-		defer func() {
-			if *logs != "" && s.Home() != "" {
-				_ = exec.Command("cp", "-r", s.Home()+"/.", *logs).Run()
-			}
-			if r := recover(); r != nil {
-				fmt.Fprintln(os.Stderr, "bench-scale failed:", r)
-				code = 1
-			}
-		}()
+	stack.Main(s, "bench-scale", func(s *stack.Stack) {
+		if *logs != "" {
+			defer func() {
+				if s.Home() != "" {
+					_ = exec.Command("cp", "-r", s.Home()+"/.", *logs).Run()
+				}
+			}()
+		}
 		run(s)
-	}()
-	os.Exit(code)
+	})
 }
 
 func must[T any](v T, err error) T {

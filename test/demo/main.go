@@ -8,8 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -30,30 +28,7 @@ import (
 	"github.com/openshift/oadp-imagestreams-backup/test/stack"
 )
 
-func main() {
-	s := &stack.Stack{}
-	// Ctrl-C stops every process the demo started before it exits.
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-sig
-		fmt.Fprintln(os.Stderr, "\ninterrupted: stopping")
-		s.Stop()
-		os.Exit(130)
-	}()
-	code := 0
-	func() {
-		defer s.Stop()
-		defer func() {
-			if r := recover(); r != nil {
-				fmt.Fprintln(os.Stderr, "demo failed:", r)
-				code = 1
-			}
-		}()
-		run(s)
-	}()
-	os.Exit(code)
-}
+func main() { stack.Main(&stack.Stack{}, "demo", run) }
 
 func must[T any](v T, err error) T {
 	if err != nil {
