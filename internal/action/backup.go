@@ -186,6 +186,8 @@ func partObject(backup *velerov1.Backup, part string, entries []any) *unstructur
 	return u
 }
 
+const imagesNotBackedUp = "its images are not backed up"
+
 // Progress reports the operation of one imagestream from its ImageStreamsBackup's status.
 func (a *BackupAction) Progress(operationID string, backup *velerov1.Backup) (velero.OperationProgress, error) {
 	op, err := parseOperationID(operationID)
@@ -197,10 +199,7 @@ func (a *BackupAction) Progress(operationID string, backup *velerov1.Backup) (ve
 	isb, err := a.parts.get(ctx, client.ObjectKey{Namespace: backup.Namespace, Name: op.object})
 	if err != nil {
 		if apierrors.IsNotFound(err) {
-			if op.waitingToBeRecorded(time.Now()) {
-				return velero.OperationProgress{Description: fmt.Sprintf("ImageStreamsBackup %s/%s not written yet", backup.Namespace, op.object)}, nil
-			}
-			return velero.OperationProgress{Completed: true, Err: fmt.Sprintf("ImageStreamsBackup %s/%s no longer exists", backup.Namespace, op.object)}, nil
+			return op.unwritten(time.Now(), "ImageStreamsBackup", backup.Namespace, false, imagesNotBackedUp), nil
 		}
 		return velero.OperationProgress{}, err
 	}
@@ -219,13 +218,7 @@ func progressOf(isb *oadpv1alpha1.ImageStreamsBackup, op operation, now time.Tim
 		}
 	}
 	if !found {
-		if op.waitingToBeRecorded(now) {
-			return velero.OperationProgress{OperationUnits: "images", Updated: now,
-				Description: fmt.Sprintf("imagestream %s/%s not yet written into ImageStreamsBackup %s", ns, name, isb.Name)}
-		}
-		return velero.OperationProgress{Completed: true, Updated: now, Err: fmt.Sprintf(
-			"imagestream %s/%s was never written into ImageStreamsBackup %s (the plugin stopped before writing it, or the API server refused it: see the velero log); its images are not backed up",
-			ns, name, isb.Name)}
+		return op.unwritten(now, "ImageStreamsBackup", isb.Namespace, true, imagesNotBackedUp)
 	}
 	var failed []string
 	for _, f := range st.Failures {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
+
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 )
 
@@ -77,6 +79,25 @@ func parseOperationID(id string) (operation, error) {
 		op.queued = time.Unix(secs, 0)
 	}
 	return op, nil
+}
+
+// unwritten is the progress of an operation whose imagestream is not in its object (of kind,
+// named op.object, missing altogether unless exists): waiting while the entry may still be on
+// its way, then failed by name; lost says what that means for the imagestream's images.
+func (op operation) unwritten(now time.Time, kind, namespace string, exists bool, lost string) velero.OperationProgress {
+	switch {
+	case op.waitingToBeRecorded(now) && !exists:
+		return velero.OperationProgress{OperationUnits: "images", Updated: now,
+			Description: fmt.Sprintf("%s %s/%s not written yet", kind, namespace, op.object)}
+	case op.waitingToBeRecorded(now):
+		return velero.OperationProgress{OperationUnits: "images", Updated: now,
+			Description: fmt.Sprintf("imagestream %s/%s not yet written into %s %s", op.namespace, op.name, kind, op.object)}
+	case !exists:
+		return velero.OperationProgress{Completed: true, Updated: now, Err: fmt.Sprintf("%s %s/%s no longer exists", kind, namespace, op.object)}
+	}
+	return velero.OperationProgress{Completed: true, Updated: now, Err: fmt.Sprintf(
+		"imagestream %s/%s was never written into %s %s (the plugin stopped before writing it, or the API server refused it: see the velero log); %s",
+		op.namespace, op.name, kind, op.object, lost)}
 }
 
 // waitingToBeRecorded reports whether the operation's entry may still be on its way into its

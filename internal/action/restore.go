@@ -221,6 +221,8 @@ func covers(spec *oadpv1alpha1.ImageStreamsRestoreSpec, is *imagev1.ImageStream)
 	return false
 }
 
+const imagesNotRestored = "its images are not restored"
+
 // Progress reports the imagestream's images from its ImageStreamsRestore.
 func (a *RestoreAction) Progress(operationID string, restore *velerov1.Restore) (velero.OperationProgress, error) {
 	op, err := parseOperationID(operationID)
@@ -233,20 +235,12 @@ func (a *RestoreAction) Progress(operationID string, restore *velerov1.Restore) 
 	isr, err := a.restores.get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: op.object})
 	if err != nil {
 		if client.IgnoreNotFound(err) == nil {
-			if op.waitingToBeRecorded(time.Now()) {
-				return velero.OperationProgress{Description: fmt.Sprintf("ImageStreamsRestore %s/%s not written yet", restore.Namespace, op.object)}, nil
-			}
-			return velero.OperationProgress{Completed: true, Err: fmt.Sprintf("ImageStreamsRestore %s/%s no longer exists", restore.Namespace, op.object)}, nil
+			return op.unwritten(time.Now(), "ImageStreamsRestore", restore.Namespace, false, imagesNotRestored), nil
 		}
 		return velero.OperationProgress{}, err
 	}
 	if isr.Labels[LabelRestoreName] == restore.Name && !lists(&isr.Spec, ns, isName) {
-		if op.waitingToBeRecorded(time.Now()) {
-			return velero.OperationProgress{Description: fmt.Sprintf("imagestream %s/%s not yet written into ImageStreamsRestore %s", ns, isName, isr.Name)}, nil
-		}
-		return velero.OperationProgress{Completed: true, Err: fmt.Sprintf(
-			"imagestream %s/%s was never written into ImageStreamsRestore %s (the plugin stopped before writing it, or the API server refused it: see the velero log); its images are not restored",
-			ns, isName, isr.Name)}, nil
+		return op.unwritten(time.Now(), "ImageStreamsRestore", restore.Namespace, true, imagesNotRestored), nil
 	}
 	st := isr.Status
 	p := velero.OperationProgress{OperationUnits: "images", NTotal: st.Progress.ImagesTotal, NCompleted: st.Progress.ImagesDone, Updated: time.Now(),

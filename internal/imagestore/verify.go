@@ -29,14 +29,11 @@ func (s *Store) Verify(ctx context.Context, name string) (VerifyReport, error) {
 	}
 	rep.Images = len(entries)
 	err = s.Walk(ctx, Descriptors(entries), func(d v1.Descriptor) error {
-		rc, size, err := s.Blob(ctx, d.Digest)
+		rc, err := s.blobOfSize(ctx, d)
 		if err != nil {
 			return err
 		}
 		defer rc.Close()
-		if size != d.Size {
-			return &DigestMismatchError{Digest: d.Digest, Got: fmt.Sprintf("%d bytes stored, want %d", size, d.Size)}
-		}
 		n, err := io.Copy(io.Discard, rc)
 		if err != nil {
 			return err
@@ -95,14 +92,11 @@ func (s *Store) exportBlob(ctx context.Context, p layout.Path, d v1.Descriptor) 
 	if fi, err := os.Stat(dst); err == nil && fi.Mode().IsRegular() && fi.Size() == d.Size {
 		return nil
 	}
-	rc, size, err := s.Blob(ctx, d.Digest)
+	rc, err := s.blobOfSize(ctx, d)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	if size != d.Size {
-		return &DigestMismatchError{Digest: d.Digest, Got: fmt.Sprintf("%d bytes stored, want %d", size, d.Size)}
-	}
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
@@ -119,4 +113,18 @@ func (s *Store) exportBlob(ctx context.Context, p layout.Path, d v1.Descriptor) 
 		return err
 	}
 	return os.Rename(tmp.Name(), dst)
+}
+
+// blobOfSize opens a stored blob for a verified read, refusing one whose stored size is not the
+// descriptor's.
+func (s *Store) blobOfSize(ctx context.Context, d v1.Descriptor) (io.ReadCloser, error) {
+	rc, size, err := s.Blob(ctx, d.Digest)
+	if err != nil {
+		return nil, err
+	}
+	if size != d.Size {
+		rc.Close()
+		return nil, &DigestMismatchError{Digest: d.Digest, Got: fmt.Sprintf("%d bytes stored, want %d", size, d.Size)}
+	}
+	return rc, nil
 }
