@@ -392,10 +392,15 @@ func TestRegistryHostComesFromTheClusterImageConfig(t *testing.T) {
 	}
 }
 
-// countingClient counts the reads of ImageStreamsBackups.
+// countingClient counts the reads of ImageStreamsBackups and the applies of anything.
 type countingClient struct {
 	client.Client
-	gets atomic.Int64
+	gets, applies atomic.Int64
+}
+
+func (c *countingClient) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	c.applies.Add(1)
+	return c.Client.Apply(ctx, obj, opts...)
 }
 
 func (c *countingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
@@ -405,13 +410,15 @@ func (c *countingClient) Get(ctx context.Context, key client.ObjectKey, obj clie
 	return c.Client.Get(ctx, key, obj, opts...)
 }
 
-// Velero asks for the progress of every operation in a row; a round over a part's hundred
-// imagestreams reads the part once, not a hundred times.
+// Velero asks for the progress of every operation in a row, every few seconds, from a new
+// plugin process each time; a round over a part's hundred imagestreams reads the part once, not
+// a hundred times.
 func TestARoundOfProgressReadsEachPartOnce(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
+	a := newAction()
 	cc := &countingClient{Client: env.Client}
-	a := action.NewBackupAction(logrus.New(), cc, func(context.Context) (string, error) { return host, nil })
+	later := action.NewBackupAction(logrus.New(), cc, func(context.Context) (string, error) { return host, nil })
 	backup := newBackupObject(t, ns, "round", 10)
 	var ops []string
 	for i := range 100 {
@@ -424,13 +431,58 @@ func TestARoundOfProgressReadsEachPartOnce(t *testing.T) {
 	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	before := cc.gets.Load()
 	for _, op := range ops {
-		if p, err := a.Progress(op, backup); err != nil || p.NTotal != 1 {
+		if p, err := later.Progress(op, backup); err != nil || p.NTotal != 1 {
 			t.Fatalf("Progress(%s) = %+v, %v", op, p, err)
 		}
 	}
-	if n := cc.gets.Load() - before; n != 1 {
+	if n := cc.gets.Load(); n != 1 {
 		t.Errorf("a round of 100 Progress calls read the part %d times, want once", n)
+	}
+}
+
+// Velero asks for the progress of every operation as soon as it has collected every item, in the
+// process that ran Execute. Until then the action writes nothing into the parts; the first
+// Progress writes every part once, whole, and the worker only starts after that.
+func TestPartsAreWrittenOnceWhenVeleroFirstAsksForProgress(t *testing.T) {
+	ns := env.Namespace(t)
+	cc := &countingClient{Client: env.Client}
+	a := action.NewBackupAction(logrus.New(), cc, func(context.Context) (string, error) { return host, nil })
+	backup := newBackupObject(t, ns, "held", 200) // four parts
+	var ops []string
+	for i := range 200 {
+		_, _, op, _, err := a.Execute(imageStream("app", fmt.Sprintf("is-%03d", i), tag{"latest", []string{fmt.Sprintf("%s/app/is-%03d@%s", host, i, digest(i))}}), backup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ops = append(ops, op)
+	}
+	if n := cc.applies.Load(); n != 0 {
+		t.Errorf("%d writes while Velero was collecting items, want none", n)
+	}
+	if got := recorded(t, ns, "held"); len(got) != 0 {
+		t.Errorf("recorded %v before the first Progress, want nothing yet", got)
+	}
+
+	for _, op := range ops {
+		p, err := a.Progress(op, backup)
+		if err != nil || p.Completed || p.NTotal != 1 || p.Err != "" {
+			t.Fatalf("Progress(%s) = %+v, %v; want the imagestream's one image, not started", op, p, err)
+		}
+	}
+	parts := recorded(t, ns, "held")
+	total := 0
+	for _, streams := range parts {
+		total += len(streams)
+	}
+	if len(parts) != 4 || total != 200 {
+		t.Errorf("recorded %d imagestreams in %d parts, want 200 in 4", total, len(parts))
+	}
+	if n := cc.applies.Load(); n != int64(len(parts)) {
+		t.Errorf("%d writes for %d parts, want one each", n, len(parts))
+	}
+	// Progress answered from what the writes returned.
+	if n := cc.gets.Load(); n != 0 {
+		t.Errorf("Progress read parts %d times after writing them, want none", n)
 	}
 }

@@ -27,12 +27,24 @@ import (
 // never written (the plugin process killed first) fails its operation after recordDeadline.
 // Velero stops plugin processes gracefully at the end of a backup or restore, and the plugin
 // flushes what is queued before it exits.
+//
+// A recorder that holds writes (holdUntilFlush) writes nothing until flush. Velero asks for the
+// progress of every operation in the same plugin process right after it has collected every
+// item, so the backup action flushes then: each object is written once, whole, instead of
+// growing over hundreds of writes that compete with Velero's own requests for the API server.
 type recorder struct {
 	client client.Client
 	log    logrus.FieldLogger
 	// manager prefixes the field manager of every write; each write has a manager of its own,
 	// so that server-side apply never removes an entry an earlier write made.
 	manager string
+	// holdUntilFlush queues entries until flush instead of writing them as they come.
+	holdUntilFlush bool
+	// written, when set, gets each object as the API server returned it from a write.
+	written func(*unstructured.Unstructured)
+	// writes bounds the writes in flight, so that a flush of a thousand objects does not
+	// send them to the API server all at once.
+	writes chan struct{}
 
 	mu      sync.Mutex
 	objects map[string]*queue
@@ -57,10 +69,14 @@ type queue struct {
 // before its operation fails: a write is retried for about a minute.
 const recordDeadline = 3 * time.Minute
 
+// concurrentWrites is how many objects a recorder writes at once.
+const concurrentWrites = 4
+
 func newRecorder(c client.Client, log logrus.FieldLogger, manager string) *recorder {
 	id := make([]byte, 4)
 	_, _ = rand.Read(id)
-	r := &recorder{client: c, log: log, manager: manager + "-" + hex.EncodeToString(id), objects: map[string]*queue{}}
+	r := &recorder{client: c, log: log, manager: manager + "-" + hex.EncodeToString(id), objects: map[string]*queue{},
+		writes: make(chan struct{}, concurrentWrites)}
 	r.idle = sync.NewCond(&r.mu)
 	recorders.add(r)
 	return r
@@ -78,11 +94,20 @@ func (r *recorder) add(key string, build func(entries []any) *unstructured.Unstr
 	}
 	q.build = build
 	q.entries = append(q.entries, entry)
-	if !q.writing {
-		q.writing = true
-		r.busy++
-		go r.drain(q)
+	if !r.holdUntilFlush {
+		r.startLocked(q)
 	}
+}
+
+// startLocked starts writing q's entries unless a write of q is in flight already; that write
+// takes them along when it is done.
+func (r *recorder) startLocked(q *queue) {
+	if q.writing || len(q.entries) == 0 {
+		return
+	}
+	q.writing = true
+	r.busy++
+	go r.drain(q)
 }
 
 // drain writes q's entries until none are left.
@@ -109,6 +134,8 @@ func (r *recorder) drain(q *queue) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := retry.OnError(recordBackoff, transientAPIError, func() error {
+			r.writes <- struct{}{}
+			defer func() { <-r.writes }()
 			return r.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(manager), client.ForceOwnership)
 		})
 		cancel()
@@ -122,6 +149,9 @@ func (r *recorder) drain(q *queue) {
 		r.mu.Lock()
 		q.written = true
 		r.mu.Unlock()
+		if r.written != nil {
+			r.written(obj) // the apply decoded the whole object into obj
+		}
 	}
 }
 
@@ -138,7 +168,7 @@ func entriesOnly(obj *unstructured.Unstructured) *unstructured.Unstructured {
 	return u
 }
 
-// flush waits until everything queued is written or ctx ends.
+// flush writes everything queued and waits until it is written or ctx ends.
 func (r *recorder) flush(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() {
 		r.mu.Lock()
@@ -148,6 +178,9 @@ func (r *recorder) flush(ctx context.Context) error {
 	defer stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for _, q := range r.objects {
+		r.startLocked(q)
+	}
 	for r.busy > 0 {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%d objects still being written: %w", r.busy, err)
@@ -155,6 +188,21 @@ func (r *recorder) flush(ctx context.Context) error {
 		r.idle.Wait()
 	}
 	return nil
+}
+
+// flushHeld is flush when entries wait that no write has taken up yet, and nothing otherwise:
+// a caller that gave up waiting once does not wait again for the same writes.
+func (r *recorder) flushHeld(ctx context.Context) error {
+	r.mu.Lock()
+	held := false
+	for _, q := range r.objects {
+		held = held || !q.writing && len(q.entries) > 0
+	}
+	r.mu.Unlock()
+	if !held {
+		return nil
+	}
+	return r.flush(ctx)
 }
 
 // recordBackoff retries a write for about a minute: the API server refusing for load recovers, an

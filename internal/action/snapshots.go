@@ -48,3 +48,10 @@ func (s *snapshots[T]) get(ctx context.Context, key client.ObjectKey) (T, error)
 	s.items[key] = snapshot[T]{obj: obj, read: time.Now()}
 	return obj, nil
 }
+
+// put keeps obj, as a writer got it back from the API server, as if just read.
+func (s *snapshots[T]) put(obj T) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.items[client.ObjectKeyFromObject(obj)] = snapshot[T]{obj: obj, read: time.Now()}
+}
