@@ -45,6 +45,9 @@ func main() {
 	flag.StringVar(&o.MetricsAddress, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
 	flag.StringVar(&o.HealthProbeAddress, "health-probe-bind-address", ":8081", "Address of the health and readiness probes.")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one replica copies.")
+	// Parts of a Velero backup appear all at once as Velero finishes collecting items; the
+	// worker looks at them once Velero has moved on (see controller.Config.NewBackupDelay).
+	o.NewBackupDelay = 3 * time.Second
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()

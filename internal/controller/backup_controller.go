@@ -19,12 +19,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
@@ -34,6 +38,10 @@ import (
 
 // Finalizer lets the worker remove a deleted backup's content from object storage.
 const Finalizer = "oadp.openshift.io/imagestreams-backup"
+
+// veleroPollInterval is how often a backup waiting for its Velero backup reads it again: the
+// copy should start soon after Velero has collected every item.
+const veleroPollInterval = 5 * time.Second
 
 // Config is what both reconcilers share.
 type Config struct {
@@ -47,6 +55,9 @@ type Config struct {
 	// RetryInterval is how soon a resource is looked at again after a problem that may pass,
 	// such as a missing Secret or an unreachable registry.
 	RetryInterval time.Duration
+	// NewBackupDelay is how long after an ImageStreamsBackup appears the worker first looks at
+	// it (see delayCreates).
+	NewBackupDelay time.Duration
 
 	// progressWrites bounds the progress writes of every running copy together (see
 	// newProgressLimiter); nil leaves each copy to its ProgressInterval.
@@ -96,8 +107,27 @@ func (r *BackupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&oadpv1alpha1.ImageStreamsBackup{}, builder.WithPredicates(inNamespace(r.Namespace))).
+		Named("imagestreamsbackup").
+		Watches(&oadpv1alpha1.ImageStreamsBackup{}, &delayCreates{delay: r.NewBackupDelay}, builder.WithPredicates(inNamespace(r.Namespace))).
 		Complete(r)
+}
+
+// delayCreates enqueues a new object after delay and every other change at once. The plugin
+// creates the parts of a Velero backup all at once, just before Velero finishes collecting
+// items; a status write to each of them right then ("waiting for the Velero backup") would
+// compete with Velero's last steps for the API server, and moments later the Velero backup has
+// moved on and the copy starts without that write.
+type delayCreates struct {
+	handler.EnqueueRequestForObject
+	delay time.Duration
+}
+
+func (h *delayCreates) Create(ctx context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+	if h.delay <= 0 || e.Object == nil {
+		h.EnqueueRequestForObject.Create(ctx, e, q)
+		return
+	}
+	q.AddAfter(reconcile.Request{NamespacedName: client.ObjectKeyFromObject(e.Object)}, h.delay)
 }
 
 func inNamespace(ns string) predicate.Predicate {
@@ -116,11 +146,6 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	if !isb.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, isb)
-	}
-	if controllerutil.AddFinalizer(isb, Finalizer) {
-		if err := r.Update(ctx, isb); err != nil {
-			return ctrl.Result{}, err
-		}
 	}
 	if r.runner.running(req.NamespacedName) {
 		if isb.Spec.Cancel {
@@ -176,7 +201,7 @@ func (r *BackupReconciler) reconcileNormal(ctx context.Context, isb *oadpv1alpha
 		if g.fail || g.reason == ReasonNotStarted {
 			return ctrl.Result{}, err
 		}
-		return ctrl.Result{RequeueAfter: r.RetryInterval}, err
+		return ctrl.Result{RequeueAfter: min(r.RetryInterval, veleroPollInterval)}, err
 	}
 
 	store, opts, host, reason, err := r.preflight(ctx, r.APIReader, isb.Spec.BackupLocation)
@@ -188,6 +213,14 @@ func (r *BackupReconciler) reconcileNormal(ctx context.Context, isb *oadpv1alpha
 			}
 			setCondition(&s.CommonStatus, isb.Generation, oadpv1alpha1.ConditionReady, metav1.ConditionFalse, reason, err.Error())
 		})
+	}
+	// The finalizer goes on as the copy starts: nothing is stored before, and the plugin writes
+	// every part of a Velero backup at once just before Velero moves on, when one more write of
+	// each part would slow Velero down.
+	if controllerutil.AddFinalizer(isb, Finalizer) {
+		if err := r.Update(ctx, isb); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	snapshot := isb.DeepCopy()
 	r.runner.start(client.ObjectKeyFromObject(isb), func(jctx context.Context, canceledByUser func() bool) {
