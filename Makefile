@@ -120,6 +120,7 @@ BENCH_SCALE_FLAGS ?=
 .PHONY: bench-scale
 bench-scale: $(STACK_DEPS) ## Back up and restore 2,000 imagestreams (20,000 images) with a real velero; prints time, memory, API writes, object sizes and the plugin's overhead.
 	go build -o $(BIN)/benchscale ./test/benchscale
+	CGO_ENABLED=0 go build -trimpath -o $(BIN)/noopplugin ./test/noopplugin
 	$(IN_NETNS) $(BIN)/benchscale $(BENCH_SCALE_FLAGS)
 
 ##@ Tools (built from the Go module proxy, cached in bin/)

@@ -176,20 +176,25 @@ func Start(s *Stack) {
 // StartVelero starts `velero server` with velero-plugin-for-aws, and with our plugin when
 // withPlugin is true. It appends to velero-server.log.
 func (s *Stack) StartVelero(withPlugin bool) {
+	if withPlugin {
+		s.StartVeleroWith(peers.Binary(s, "IMAGESTREAMS_BACKUP_PLUGIN", "imagestreams-backup-plugin"))
+		return
+	}
+	s.StartVeleroWith()
+}
+
+// StartVeleroWith starts `velero server` with velero-plugin-for-aws and the plugin binaries
+// given. It appends to velero-server.log.
+func (s *Stack) StartVeleroWith(plugins ...string) {
 	if s.veleroServer != nil {
 		panic("velero server already running")
 	}
-	plugins := s.TempDir()
-	binaries := map[string]string{"VELERO_PLUGIN_AWS": "velero-plugin-for-aws-v*"}
-	if withPlugin {
-		binaries["IMAGESTREAMS_BACKUP_PLUGIN"] = "imagestreams-backup-plugin"
-	}
-	for env, pattern := range binaries {
-		src := peers.Binary(s, env, pattern)
-		check(os.Symlink(src, filepath.Join(plugins, filepath.Base(src))))
+	dir := s.TempDir()
+	for _, src := range append(plugins, peers.Binary(s, "VELERO_PLUGIN_AWS", "velero-plugin-for-aws-v*")) {
+		check(os.Symlink(src, filepath.Join(dir, filepath.Base(src))))
 	}
 	s.veleroServer = s.startProcess("velero-server.log", s.velero, "server", "--kubeconfig", s.kubeconfig, "--namespace", VeleroNamespace,
-		"--plugin-dir", plugins, "--metrics-address", "127.0.0.1:0", "--profiler-address", "127.0.0.1:0",
+		"--plugin-dir", dir, "--metrics-address", "127.0.0.1:0", "--profiler-address", "127.0.0.1:0",
 		"--item-operation-sync-frequency", "1s", "--store-validation-frequency", "5s", "--log-level", "info")
 }
 
