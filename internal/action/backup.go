@@ -100,7 +100,9 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 	a.recorder.add(backup.Namespace+"/"+part, func(entries []any) *unstructured.Unstructured {
 		return partObject(backup, part, entries)
 	}, oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
-	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Info("Queued internal images")
+	// Velero logs every item itself, and the recorder logs each write; a line per imagestream
+	// from the plugin would go through Velero's log pipe a thousand times a backup.
+	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Debug("Queued internal images")
 	// Velero backs up every operation's post-operation items again when the operations end,
 	// one by one, reading each from the API server: the part is named once, with its first
 	// imagestream, not two thousand times.
@@ -147,6 +149,7 @@ func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (
 	if err != nil {
 		return 0, fmt.Errorf("creating ImageStreamsBackup %s/%s: %w", head.Namespace, head.Name, err)
 	}
+	a.recorder.exists(head.Namespace + "/" + head.Name)
 	n, err := strconv.Atoi(head.Annotations[AnnotationParts])
 	if err != nil || n < 1 {
 		n = 1 // a head made by a person records everything itself

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
@@ -63,6 +64,9 @@ type queue struct {
 	// two hundred writes each owning the labels, owner reference and namespace mapping again
 	// made a restore's object twice its size.
 	written bool
+	// exists says the object is known to exist, so the first write applies rather than
+	// creates.
+	exists bool
 }
 
 // recordDeadline is how long after Execute an entry may still be missing from its object
@@ -82,16 +86,28 @@ func newRecorder(c client.Client, log logrus.FieldLogger, manager string) *recor
 	return r
 }
 
-// add queues entry for the object build makes; build gets every entry of the batch and must
-// return the same object (kind, namespace, name) each time.
-func (r *recorder) add(key string, build func(entries []any) *unstructured.Unstructured, entry any) {
+// exists notes that the object of key exists already, created by someone else.
+func (r *recorder) exists(key string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.queue(key).exists = true
+}
+
+func (r *recorder) queue(key string) *queue {
 	q := r.objects[key]
 	if q == nil {
 		q = &queue{}
 		r.objects[key] = q
 	}
+	return q
+}
+
+// add queues entry for the object build makes; build gets every entry of the batch and must
+// return the same object (kind, namespace, name) each time.
+func (r *recorder) add(key string, build func(entries []any) *unstructured.Unstructured, entry any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(key)
 	q.build = build
 	q.entries = append(q.entries, entry)
 	if !r.holdUntilFlush {
@@ -125,7 +141,7 @@ func (r *recorder) drain(q *queue) {
 		}
 		r.seq++
 		manager := fmt.Sprintf("%s-%d", r.manager, r.seq)
-		written, build := q.written, q.build
+		written, exists, build := q.written, q.exists, q.build
 		r.mu.Unlock()
 
 		obj := build(entries)
@@ -133,9 +149,21 @@ func (r *recorder) drain(q *queue) {
 			obj = entriesOnly(obj)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		create := !written && !exists
 		err := retry.OnError(recordBackoff, transientAPIError, func() error {
 			r.writes <- struct{}{}
 			defer func() { <-r.writes }()
+			if create {
+				// An object nobody has written yet is created, not applied: the API server
+				// parses an apply patch with its YAML parser, which took a quarter of its CPU
+				// for a part of 50 imagestreams (CPU profile). Fields a create sets belong to
+				// its field manager just the same.
+				err := r.client.Create(ctx, obj, client.FieldOwner(manager))
+				if !apierrors.IsAlreadyExists(err) {
+					return err
+				}
+				create = false
+			}
 			return r.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner(manager), client.ForceOwnership)
 		})
 		cancel()
@@ -145,7 +173,7 @@ func (r *recorder) drain(q *queue) {
 			log.WithError(err).Error("Failed to record entries")
 			continue
 		}
-		log.Debug("Recorded entries")
+		log.Info("Recorded entries")
 		r.mu.Lock()
 		q.written = true
 		r.mu.Unlock()
