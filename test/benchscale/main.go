@@ -39,7 +39,7 @@ var (
 	tags         = flag.Int("tags", 10, "images per imagestream, each a tag of its own")
 	namespaces   = flag.Int("namespaces", 20, "namespaces the imagestreams are spread over")
 	overhead     = flag.Int("overhead-imagestreams", 1000, "imagestreams in the backups timed with and without the plugin")
-	rounds       = flag.Int("rounds", 2, "backups timed with and without the plugin, each")
+	rounds       = flag.Int("rounds", 3, "backups timed without a plugin, with one that does nothing and with ours, each")
 	logs         = flag.String("logs", "", "directory to copy velero's and the worker's logs into at the end")
 	withRestore  = flag.Bool("restore", true, "restore everything at the end")
 )
