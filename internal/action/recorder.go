@@ -178,7 +178,7 @@ func (r *recorder) drain(q *queue) {
 		q.written = true
 		r.mu.Unlock()
 		if r.written != nil {
-			r.written(obj) // the apply decoded the whole object into obj
+			r.written(obj) // the write decoded the whole object into obj
 		}
 	}
 }
