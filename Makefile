@@ -17,6 +17,7 @@ CRANE_VERSION           ?= v0.22.1
 BIN          := $(CURDIR)/bin
 ENVTEST_DIR  := $(BIN)/k8s/$(KUBE_VERSION)
 KUBE_APISERVER := $(ENVTEST_DIR)/kube-apiserver
+KUBE_CONTROLLER_MANAGER := $(ENVTEST_DIR)/kube-controller-manager
 ETCD         := $(ENVTEST_DIR)/etcd
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 VERSITYGW    := $(BIN)/versitygw-$(VERSITYGW_VERSION)
@@ -140,11 +141,12 @@ debian-packages: ## Install the Debian packages the tests use, when missing.
 	fi
 
 .PHONY: envtest-bins
-envtest-bins: $(KUBE_APISERVER) $(ETCD) ## Build kube-apiserver and etcd for envtest.
+envtest-bins: $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(ETCD) ## Build kube-apiserver, kube-controller-manager and etcd for the test control plane.
 
-$(KUBE_APISERVER):
+# kube-apiserver and kube-controller-manager come from one tools module (hack/tools/kube).
+$(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER):
 	cd hack/tools/kube && go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$(KUBE_VERSION)" \
-		-o $@.tmp k8s.io/kubernetes/cmd/kube-apiserver
+		-o $@.tmp k8s.io/kubernetes/cmd/$(notdir $@)
 	mv $@.tmp $@
 
 $(ETCD):

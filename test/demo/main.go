@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	imagev1 "github.com/openshift/api/image/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -83,13 +84,10 @@ func run(s *stack.Stack) {
 		r := must(name.NewTag(s.Registry.Host + "/" + ref))
 		_ = remote.Delete(r.Context().Digest(d), auth) // a digest shared by two tags goes once
 	}
-	ns := &corev1.Namespace{}
-	check(c.Get(ctx, client.ObjectKey{Name: "shop"}, ns))
-	check(c.Delete(ctx, ns))
-	if c.Get(ctx, client.ObjectKey{Name: "shop"}, ns) == nil {
-		ns.Spec.Finalizers = nil // the test control plane has no namespace controller
-		check(c.SubResource("finalize").Update(ctx, ns))
-	}
+	check(c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
+	s.WaitFor(time.Minute, "namespace shop gone", func() bool {
+		return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: "shop"}, &corev1.Namespace{}))
+	})
 
 	step("velero restore create --from-backup nightly --wait")
 	t0 = time.Now()

@@ -1,5 +1,5 @@
-// Package stack runs the whole product the way users do, all on 127.0.0.1: kube-apiserver and
-// etcd, every Velero CRD, versitygw with a BackupStorageLocation, the distribution registry with
+// Package stack runs the whole product the way users do, all on 127.0.0.1: kube-apiserver,
+// etcd and kube-controller-manager's garbage collector and namespace controller, every Velero CRD, versitygw with a BackupStorageLocation, the distribution registry with
 // auth, a real `velero server` loading its AWS plugin and ours, and the worker binary. Velero and the
 // worker can be stopped and started again, as Kubernetes would restart their pods. The end-to-end
 // tests and `make demo` use it; both run in a network namespace of their own, because velero's
@@ -111,7 +111,9 @@ func Start(s *Stack) {
 	t := s
 	s.dir = must(os.MkdirTemp("", "imagestreams-backup-"))
 	s.home = t.TempDir()
-	s.Env = must(testenv.Start())
+	// The garbage collector and namespace controller run as in a cluster: deletion and
+	// ownership behave as they do for users.
+	s.Env = must(testenv.StartWith(testenv.Options{ControllerManager: true}))
 	t.Cleanup(func() { _ = s.Env.Stop() })
 	s.kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
 	check(os.WriteFile(s.kubeconfig, must(s.Env.AdminKubeconfig()), 0o600))

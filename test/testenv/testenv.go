@@ -1,5 +1,8 @@
 // Package testenv starts a real kube-apiserver and etcd (controller-runtime's envtest) with the
-// project's CRDs and the OpenShift CRDs its components read, for tests that need an API server.
+// project's CRDs and the OpenShift CRDs its components read, for tests that need an API server,
+// and, where deletion or ownership matters, the real kube-controller-manager's garbage
+// collector and namespace controller beside them: without those, owner references never
+// cascade and deleted namespaces stay Terminating, a world where deletion bugs hide.
 //
 // The binaries come from bin/k8s/<version>/, built from the Go module proxy by `make
 // envtest-bins`; KUBEBUILDER_ASSETS overrides the directory.
@@ -38,6 +41,14 @@ type Environment struct {
 	Scheme *k8sruntime.Scheme
 
 	env *envtest.Environment
+	kcm *controllerManager
+}
+
+// Options say what runs beside the API server.
+type Options struct {
+	// ControllerManager runs kube-controller-manager with its garbage collector and namespace
+	// controller.
+	ControllerManager bool
 }
 
 // RepoRoot is the repository's top directory, found from this file's location so that tests
@@ -65,7 +76,10 @@ func NewScheme() (*k8sruntime.Scheme, error) {
 }
 
 // Start starts kube-apiserver and etcd and installs the CRDs from deploy/crd and test/crds.
-func Start() (*Environment, error) {
+func Start() (*Environment, error) { return StartWith(Options{}) }
+
+// StartWith is Start with what opts adds.
+func StartWith(opts Options) (*Environment, error) {
 	assets, err := assetsDir()
 	if err != nil {
 		return nil, err
@@ -93,7 +107,14 @@ func Start() (*Environment, error) {
 		_ = env.Stop()
 		return nil, fmt.Errorf("creating client: %w", err)
 	}
-	return &Environment{Config: cfg, Client: c, Scheme: scheme, env: env}, nil
+	e := &Environment{Config: cfg, Client: c, Scheme: scheme, env: env}
+	if opts.ControllerManager {
+		if e.kcm, err = startControllerManager(e, assets); err != nil {
+			_ = env.Stop()
+			return nil, err
+		}
+	}
+	return e, nil
 }
 
 // AdminKubeconfig returns a kubeconfig for a cluster administrator, for processes such as
@@ -107,11 +128,19 @@ func (e *Environment) AdminKubeconfig() ([]byte, error) {
 }
 
 // Stop stops the control plane.
-func (e *Environment) Stop() error { return e.env.Stop() }
+func (e *Environment) Stop() error {
+	if e.kcm != nil {
+		e.kcm.stop()
+	}
+	return e.env.Stop()
+}
 
 // Main runs a package's tests against one shared control plane: call it from TestMain.
-func Main(m *testing.M, env **Environment) {
-	e, err := Start()
+func Main(m *testing.M, env **Environment) { MainWith(m, env, Options{}) }
+
+// MainWith is Main with what opts adds to the control plane.
+func MainWith(m *testing.M, env **Environment, opts Options) {
+	e, err := StartWith(opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
 		os.Exit(1)
@@ -124,8 +153,8 @@ func Main(m *testing.M, env **Environment) {
 	os.Exit(code)
 }
 
-// Namespace creates a namespace with a generated name for one test and returns its name.
-// envtest has no namespace controller, so it is left behind; names never collide.
+// Namespace creates a namespace with a generated name for one test and returns its name. It is
+// left behind (without a namespace controller it could not go); names never collide.
 func (e *Environment) Namespace(t testing.TB) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "test-"}}
