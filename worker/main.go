@@ -20,6 +20,7 @@ import (
 	"github.com/openshift/oadp-imagestreams-backup/internal/admin"
 	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
+	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 )
 
 func main() {
@@ -41,7 +42,8 @@ func main() {
 	flag.StringVar(&o.Registry.Username, "registry-username", "serviceaccount", "User name sent with the registry token.")
 	flag.IntVar(&o.Registry.Jobs, "jobs", copier.DefaultJobs, "Blobs, and images, copied at once.")
 	flag.DurationVar(&o.ProgressInterval, "progress-interval", 10*time.Second, "How often a running copy writes its counters to status.")
-	flag.DurationVar(&o.RetryInterval, "retry-interval", 30*time.Second, "How soon a resource that cannot start (missing Secret, unreachable registry) is tried again.")
+	flag.DurationVar(&o.RetryInterval, "retry-interval", 30*time.Second, "How soon a resource that cannot start (missing Secret, unreachable registry) is tried again, and a deferred garbage collection too.")
+	flag.DurationVar(&o.StaleAfter, "marker-stale-after", imagestore.DefaultStaleAfter, "How long an in-progress or garbage collection marker in object storage counts without being refreshed; its holder refreshes it four times as often.")
 	flag.StringVar(&o.MetricsAddress, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
 	flag.StringVar(&o.HealthProbeAddress, "health-probe-bind-address", ":8081", "Address of the health and readiness probes.")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one replica copies.")

@@ -30,14 +30,35 @@ type ImageStreamsBackupSpec struct {
 	// cancel asks the worker to stop; the backup then ends in phase Canceled and writes no index.
 	// +optional
 	Cancel bool `json:"cancel,omitempty"`
+
+	// deleteStoredImages asks the worker to delete what this backup stored: its index, then
+	// every blob that no other backup in the location uses, and then this ImageStreamsBackup.
+	// It is the only way stored images are removed. Deleting an ImageStreamsBackup, its
+	// namespace or the Velero Backup it was made for keeps them, as Velero keeps a backup's
+	// data when its Backup object is deleted. `velero backup delete` and Velero's expiry of a
+	// backup's TTL set it on that backup's own ImageStreamsBackups. An index this
+	// ImageStreamsBackup did not write is kept.
+	// +optional
+	DeleteStoredImages bool `json:"deleteStoredImages,omitempty"`
 }
 
-// AnnotationParts on an ImageStreamsBackup says that the Velero plugin spread the Velero
-// backup's references over this object and the ImageStreamsBackups named <name>.1 ...
-// <name>.<parts-1>, because one object could not hold them all. Each part is backed up on its
-// own; the worker records the count in the head's stored index so that restoring <name>
-// restores every part.
-const AnnotationParts = "oadp.openshift.io/parts"
+// Annotations on ImageStreamsBackups.
+const (
+	// AnnotationParts on an ImageStreamsBackup (the head) says over how many objects the Velero
+	// plugin spreads the Velero backup's references, because one object could not hold them
+	// all. Without AnnotationPartNames, the parts are named <name>.1 ... <name>.<parts-1>.
+	AnnotationParts = "oadp.openshift.io/parts"
+	// AnnotationPartNames on a head lists, comma-separated, the ImageStreamsBackups that hold
+	// the rest of its backup. Each part is backed up on its own; the worker records the names
+	// in the head's stored index, so that restoring the head restores every part and names
+	// a part that is missing.
+	AnnotationPartNames = "oadp.openshift.io/part-names"
+	// AnnotationOriginalUID on an ImageStreamsBackup made only to delete a stored backup
+	// (the Velero plugin makes one when `velero backup delete` runs on a cluster that lacks the
+	// original, such as a new cluster after the old one was lost) is the uid of the original
+	// one, which wrote the stored index.
+	AnnotationOriginalUID = "oadp.openshift.io/original-uid"
+)
 
 // VeleroBackupReference names a Velero Backup.
 type VeleroBackupReference struct {
@@ -59,7 +80,7 @@ type VeleroBackupReference struct {
 }
 
 // BackupPhase is where an ImageStreamsBackup is in its life.
-// +kubebuilder:validation:Enum=New;WaitingForVeleroBackup;InProgress;Completed;PartiallyFailed;Failed;Canceled
+// +kubebuilder:validation:Enum=New;WaitingForVeleroBackup;InProgress;Completed;PartiallyFailed;Failed;Canceled;Deleting
 type BackupPhase string
 
 // Phases of an ImageStreamsBackup.
@@ -71,6 +92,9 @@ const (
 	BackupPhasePartiallyFailed        BackupPhase = "PartiallyFailed"
 	BackupPhaseFailed                 BackupPhase = "Failed"
 	BackupPhaseCanceled               BackupPhase = "Canceled"
+	// BackupPhaseDeleting: spec.deleteStoredImages is set and the worker is deleting what the
+	// backup stored; the ImageStreamsBackup goes once that is done.
+	BackupPhaseDeleting BackupPhase = "Deleting"
 )
 
 // ImageStreamsBackupStatus reports what the worker did.

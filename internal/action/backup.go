@@ -3,6 +3,7 @@ package action
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	imagev1 "github.com/openshift/api/image/v1"
 	"github.com/sirupsen/logrus"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"github.com/vmware-tanzu/velero/pkg/label"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -39,16 +41,23 @@ type BackupAction struct {
 	parts        *snapshots[*oadpv1alpha1.ImageStreamsBackup]
 	registryHost func(context.Context) (string, error)
 
-	mu         sync.Mutex
-	partCounts map[types.UID]int // per Velero backup; item-block workers share the process
-	named      map[string]bool   // parts already returned as post-operation items
+	mu      sync.Mutex
+	backups map[types.UID]*backupParts // item-block workers share the process
+}
+
+// backupParts is what the action knows of one Velero backup's parts.
+type backupParts struct {
+	count int
+	// named are the parts already returned as post-operation items: those that hold
+	// imagestreams.
+	named map[string]bool
 }
 
 // NewBackupAction returns the action; registryHost tells the internal registry's host.
 func NewBackupAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *BackupAction {
 	a := &BackupAction{log: log, client: c, recorder: newRecorder(c, log, "imagestreams-backup-plugin"), registryHost: registryHost,
-		parts:      newSnapshots(c, func() *oadpv1alpha1.ImageStreamsBackup { return &oadpv1alpha1.ImageStreamsBackup{} }),
-		partCounts: map[types.UID]int{}, named: map[string]bool{}}
+		parts:   newSnapshots(c, func() *oadpv1alpha1.ImageStreamsBackup { return &oadpv1alpha1.ImageStreamsBackup{} }),
+		backups: map[types.UID]*backupParts{}}
 	a.recorder.holdUntilFlush = true // see Progress
 	// Progress, right after the flush, answers from what the writes returned instead of
 	// reading every part again.
@@ -96,10 +105,8 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 	if err != nil {
 		return nil, nil, "", nil, err
 	}
-	part := partName(backup.Name, parts, is.Namespace, is.Name)
-	a.recorder.add(backup.Namespace+"/"+part, func(entries []any) *unstructured.Unstructured {
-		return partObject(backup, part, entries)
-	}, oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
+	part := partName(backup, parts, is.Namespace, is.Name)
+	a.recorder.add(backup.Namespace+"/"+part, a.builder(backup, part), oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
 	// Velero logs every item itself, and the recorder logs each write; a line per imagestream
 	// from the plugin would go through Velero's log pipe a thousand times a backup.
 	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Debug("Queued internal images")
@@ -109,32 +116,65 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 	var postOperation []velero.ResourceIdentifier
 	if a.firstOf(backup.UID, part) {
 		postOperation = []velero.ResourceIdentifier{{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: part}}
+		if part != backup.Name {
+			// The head lists its parts: it is written with them even when it holds no
+			// imagestream of its own.
+			a.recorder.touch(backup.Namespace+"/"+backup.Name, a.builder(backup, backup.Name))
+		}
 	}
 	return item, nil, operationID(part, is.Namespace, is.Name, time.Now()), postOperation, nil
+}
+
+// builder makes part of backup, with entries, for the recorder; the head names the parts
+// that hold imagestreams so far.
+func (a *BackupAction) builder(backup *velerov1.Backup, part string) func([]any) *unstructured.Unstructured {
+	return func(entries []any) *unstructured.Unstructured {
+		var parts []string
+		if part == backup.Name {
+			parts = a.partNames(backup)
+		}
+		return partObject(backup, part, parts, entries)
+	}
 }
 
 // firstOf reports whether this is the first imagestream of part that this process sees.
 func (a *BackupAction) firstOf(backup types.UID, part string) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	key := string(backup) + "/" + part
-	if a.named[key] {
+	b := a.backups[backup]
+	if b.named[part] {
 		return false
 	}
-	a.named[key] = true
+	b.named[part] = true
 	return true
+}
+
+// partNames lists the parts of backup other than the head that hold imagestreams, in order.
+func (a *BackupAction) partNames(backup *velerov1.Backup) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var names []string
+	for name := range a.backups[backup.UID].named {
+		if name != backup.Name {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Flush writes every imagestream Execute has queued.
 func (a *BackupAction) Flush(ctx context.Context) error { return a.recorder.flush(ctx) }
 
 // partCount creates the head ImageStreamsBackup on first use, fixing the number of parts, or
-// reads it from the head another writer created.
+// reads it from the head another writer created. A head of the name that belongs to no part
+// of this Velero backup (another one's, of the same name made earlier, or a person's) is
+// refused: the backup's images would otherwise land in another backup.
 func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if n, ok := a.partCounts[backup.UID]; ok {
-		return n, nil
+	if b, ok := a.backups[backup.UID]; ok {
+		return b.count, nil
 	}
 	total := 0
 	if backup.Status.Progress != nil {
@@ -144,7 +184,9 @@ func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (
 	head.Annotations = map[string]string{AnnotationParts: strconv.Itoa(partsFor(total))}
 	err := a.client.Create(ctx, head)
 	if apierrors.IsAlreadyExists(err) {
-		err = a.client.Get(ctx, client.ObjectKeyFromObject(head), head)
+		if err = a.client.Get(ctx, client.ObjectKeyFromObject(head), head); err == nil {
+			err = ofBackup(head, backup)
+		}
 	}
 	if err != nil {
 		return 0, fmt.Errorf("creating ImageStreamsBackup %s/%s: %w", head.Namespace, head.Name, err)
@@ -154,22 +196,34 @@ func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (
 	if err != nil || n < 1 {
 		n = 1 // a head made by a person records everything itself
 	}
-	a.partCounts[backup.UID] = n
+	a.backups[backup.UID] = &backupParts{count: n, named: map[string]bool{}}
 	return n, nil
 }
 
+// ofBackup returns nil when the ImageStreamsBackup isb was made for the Velero backup, and an
+// error that says whose it is otherwise.
+func ofBackup(isb *oadpv1alpha1.ImageStreamsBackup, backup *velerov1.Backup) error {
+	switch uid := veleroBackupUID(isb); {
+	case isb.Spec.DeleteStoredImages:
+		return fmt.Errorf("it is being deleted with its stored images; back up under another name, or once it is gone")
+	case uid == string(backup.UID):
+		return nil
+	case uid != "":
+		return fmt.Errorf("it belongs to an earlier Velero backup of the same name (uid %s), whose images it keeps; back up under another name", uid)
+	}
+	return fmt.Errorf("it was not made for this Velero backup, and its images are kept; back up under another name")
+}
+
 // newPart is an ImageStreamsBackup of the Velero backup: not started, started by the worker
-// once Velero has collected every item, stored where the Velero backup is, and owned by the
-// Velero backup so that deleting it deletes the images too.
+// once Velero has collected every item, stored where the Velero backup is. It is linked to the
+// Velero backup by labels, not owned by it: Velero keeps a backup's data when only its Backup
+// object is deleted, and brings the object back from object storage, so the images stay too.
 func newPart(backup *velerov1.Backup, name string) *oadpv1alpha1.ImageStreamsBackup {
 	return &oadpv1alpha1.ImageStreamsBackup{
 		TypeMeta: metav1.TypeMeta{APIVersion: oadpv1alpha1.GroupVersion.String(), Kind: "ImageStreamsBackup"},
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: backup.Namespace, Name: name,
-			Labels: map[string]string{LabelBackupName: backup.Name},
-			OwnerReferences: []metav1.OwnerReference{{
-				APIVersion: velerov1.SchemeGroupVersion.String(), Kind: "Backup", Name: backup.Name, UID: backup.UID,
-			}},
+			Labels: map[string]string{LabelBackupName: label.GetValidName(backup.Name), LabelBackupUID: string(backup.UID)},
 		},
 		Spec: oadpv1alpha1.ImageStreamsBackupSpec{
 			VeleroBackupReference: &oadpv1alpha1.VeleroBackupReference{Name: backup.Name, Namespace: backup.Namespace, StartOnCompletion: true},
@@ -178,11 +232,14 @@ func newPart(backup *velerov1.Backup, name string) *oadpv1alpha1.ImageStreamsBac
 	}
 }
 
-// partObject is a part holding entries, for server-side apply. imageStreams is a map keyed by
-// namespace and name, so concurrent writers (Velero's item-block workers, several backups) never
-// overwrite each other.
-func partObject(backup *velerov1.Backup, part string, entries []any) *unstructured.Unstructured {
+// partObject is a part holding entries, for server-side apply; a head with parts lists them.
+// imageStreams is a map keyed by namespace and name, so concurrent writers (Velero's item-block
+// workers, several backups) never overwrite each other.
+func partObject(backup *velerov1.Backup, part string, parts []string, entries []any) *unstructured.Unstructured {
 	obj := newPart(backup, part)
+	if len(parts) > 0 {
+		obj.Annotations = map[string]string{oadpv1alpha1.AnnotationPartNames: strings.Join(parts, ",")}
+	}
 	for _, e := range entries {
 		obj.Spec.ImageStreams = append(obj.Spec.ImageStreams, e.(oadpv1alpha1.ImageStream))
 	}

@@ -3,7 +3,9 @@ package action_test
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -126,8 +128,10 @@ func TestExecuteRecordsInternalImagesUnderTheImageStreamsOwnRepository(t *testin
 		s.BackupLocation == nil || s.BackupLocation.Name != "default" {
 		t.Errorf("spec %+v, want a gated backup of b1 at location default", s)
 	}
-	if isb.Labels[action.LabelBackupName] != "b1" || len(isb.OwnerReferences) != 1 || isb.OwnerReferences[0].UID != backup.UID {
-		t.Errorf("metadata %+v, want a label and an owner reference to the Velero backup", isb.ObjectMeta)
+	// Labels link it to the Velero backup; an owner reference would have the garbage
+	// collector delete it with the Backup object, which Velero brings back from object storage.
+	if isb.Labels[action.LabelBackupName] != "b1" || isb.Labels[action.LabelBackupUID] != string(backup.UID) || len(isb.OwnerReferences) != 0 {
+		t.Errorf("metadata %+v, want labels naming the Velero backup and its uid, and no owner", isb.ObjectMeta)
 	}
 }
 
@@ -271,6 +275,21 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 	}
 	if total != 100 {
 		t.Errorf("parts hold %d imagestreams, want 100", total)
+	}
+	// The head lists the other parts that hold imagestreams; each is named after the backup and
+	// the start of its uid, so that it names no other Velero backup's head.
+	var others []string
+	for name := range parts {
+		if name != "big" {
+			others = append(others, name)
+			if !regexp.MustCompile(`^big-part[0-9]+-` + strings.ReplaceAll(string(backup.UID), "-", "")[:8] + `$`).MatchString(name) {
+				t.Errorf("part name %q, want big-part<k>-<uid>", name)
+			}
+		}
+	}
+	sort.Strings(others)
+	if got := head.Annotations[oadpv1alpha1.AnnotationPartNames]; got != strings.Join(others, ",") {
+		t.Errorf("head lists parts %q, want %q", got, strings.Join(others, ","))
 	}
 	// Velero backs up each part again once the operations end: each is named exactly once.
 	for name := range parts {
@@ -491,5 +510,97 @@ func TestPartsAreWrittenOnceWhenVeleroFirstAsksForProgress(t *testing.T) {
 	// Progress answered from what the writes returned.
 	if n := cc.gets.Load(); n != 0 {
 		t.Errorf("Progress read parts %d times after writing them, want none", n)
+	}
+}
+
+// A Velero backup named like another backup's part ("a" is split, then a backup is named
+// "a.1") keeps its images apart: parts carry the start of their backup's uid.
+func TestABackupNamedLikeAnotherBackupsPartKeepsItsOwn(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	big := newBackupObject(t, ns, "a", 200) // four parts
+	a := newAction()
+	for i := range 200 {
+		if _, _, _, _, err := a.Execute(imageStream("app", fmt.Sprintf("is-%03d", i), tag{"latest", []string{fmt.Sprintf("%s/app/is-%03d@%s", host, i, digest(i))}}), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := recorded(t, ns, "a")
+	for _, name := range []string{"a.1", "a-part1"} {
+		small := newBackupObject(t, ns, name, 10)
+		b := newAction()
+		if _, _, _, _, err := b.Execute(imageStream("other", "web", tag{"latest", []string{host + "/other/web@" + digest(999)}}), small); err != nil {
+			t.Fatalf("backup %s: %v", name, err)
+		}
+		if err := b.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := recorded(t, ns, name); !reflect.DeepEqual(got, map[string][]string{name: {"other/web"}}) {
+			t.Errorf("backup %s recorded %v, want other/web in its own head", name, got)
+		}
+	}
+	if after := recorded(t, ns, "a"); !reflect.DeepEqual(after, before) {
+		t.Errorf("backup a's parts changed:\n%v\n%v", before, after)
+	}
+}
+
+// The head lists the parts even when no imagestream of its own lands in it.
+func TestAHeadWithoutImageStreamsListsItsParts(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	backup := newBackupObject(t, ns, "nohead", 60) // two parts
+	a := newAction()
+	var inPart1 []string
+	for i := 0; len(inPart1) < 3; i++ {
+		name := fmt.Sprintf("is-%d", i)
+		h := fnv.New32a()
+		fmt.Fprintf(h, "app/%s", name)
+		if h.Sum32()%2 == 1 {
+			inPart1 = append(inPart1, name)
+		}
+	}
+	for i, name := range inPart1 {
+		if _, _, _, _, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(i)}}), backup); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	head := &oadpv1alpha1.ImageStreamsBackup{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "nohead"}, head); err != nil {
+		t.Fatal(err)
+	}
+	parts := recorded(t, ns, "nohead")
+	if len(head.Spec.ImageStreams) != 0 || len(parts) != 1 {
+		t.Fatalf("head holds %d imagestreams, parts %v; want none in the head and one part", len(head.Spec.ImageStreams), parts)
+	}
+	for name := range parts {
+		if got := head.Annotations[oadpv1alpha1.AnnotationPartNames]; got != name {
+			t.Errorf("head lists parts %q, want %q", got, name)
+		}
+	}
+}
+
+// A head of the Velero backup's name that belongs to someone else is not written into: the
+// imagestream fails loudly instead of landing in another backup.
+func TestAHeadThatIsNotTheBackupsIsRefused(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	for name, labels := range map[string]map[string]string{
+		"persons":      nil,
+		"earlier-same": {action.LabelBackupName: "earlier-same", action.LabelBackupUID: "uid-of-an-earlier-backup"},
+	} {
+		if err := env.Client.Create(ctx, &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}}); err != nil {
+			t.Fatal(err)
+		}
+		backup := newBackupObject(t, ns, name, 10)
+		_, _, _, _, err := newAction().Execute(imageStream("app", "web", tag{"latest", []string{host + "/app/web@" + digest(1)}}), backup)
+		if err == nil || !strings.Contains(err.Error(), "another name") {
+			t.Errorf("Execute into %s's head = %v, want a refusal", name, err)
+		}
 	}
 }

@@ -6,10 +6,13 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
+	"github.com/vmware-tanzu/velero/pkg/label"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
@@ -18,14 +21,13 @@ import (
 // DeleteActionName is the DeleteItemAction's name in Velero.
 const DeleteActionName = "oadp.openshift.io/imagestreamsbackups-delete"
 
-// workerFinalizer is the worker's finalizer: an ImageStreamsBackup carrying it is only gone
-// once the worker has removed its index and collected unused blobs.
-const workerFinalizer = "oadp.openshift.io/imagestreams-backup"
-
-// DeleteAction removes a Velero backup's images when the backup is deleted: for each
-// ImageStreamsBackup in the Velero backup it deletes the one in the cluster, and where the
-// cluster has none (a backup synced from object storage into another cluster) it creates an
-// inert copy, never started, only for the worker to delete its content.
+// DeleteAction asks the worker to delete a Velero backup's stored images when the backup is
+// deleted (`velero backup delete`, or its TTL expiring). Velero calls it for every
+// ImageStreamsBackup in the backup's tarball, and a backup of the Velero namespace holds those
+// of every earlier backup: only the backup's own parts are acted on, the others are records.
+// For each own part it sets spec.deleteStoredImages on the ImageStreamsBackup in the cluster,
+// and where the cluster has none (a backup synced from object storage into a new cluster) it
+// creates one that only stands in for the original, for the worker to delete what it stored.
 type DeleteAction struct {
 	log    logrus.FieldLogger
 	client client.Client
@@ -41,11 +43,17 @@ func (a *DeleteAction) AppliesTo() (velero.ResourceSelector, error) {
 	return velero.ResourceSelector{IncludedResources: []string{"imagestreamsbackups.oadp.openshift.io"}}, nil
 }
 
-// Execute deletes the ImageStreamsBackup, through the worker.
+// Execute asks the worker to delete the stored images of the ImageStreamsBackup, when it is
+// one of the deleted Velero backup's own.
 func (a *DeleteAction) Execute(input *velero.DeleteItemActionExecuteInput) error {
 	stored := &oadpv1alpha1.ImageStreamsBackup{}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(input.Item.UnstructuredContent(), stored); err != nil {
 		return fmt.Errorf("reading ImageStreamsBackup: %w", err)
+	}
+	log := a.log.WithField("imagestreamsbackup", input.Backup.Namespace+"/"+stored.Name)
+	if !partOf(stored, input.Backup) {
+		log.Debug("Kept: a record of another backup")
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -53,19 +61,62 @@ func (a *DeleteAction) Execute(input *velero.DeleteItemActionExecuteInput) error
 	live := &oadpv1alpha1.ImageStreamsBackup{}
 	err := a.client.Get(ctx, key, live)
 	if apierrors.IsNotFound(err) {
-		live = &oadpv1alpha1.ImageStreamsBackup{
-			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{LabelBackupName: input.Backup.Name},
-				Finalizers: []string{workerFinalizer}},
-			Spec: oadpv1alpha1.ImageStreamsBackupSpec{BackupLocation: stored.Spec.BackupLocation},
-		}
-		err = a.client.Create(ctx, live)
+		return a.createStandIn(ctx, log, key, stored)
 	}
 	if err != nil {
 		return fmt.Errorf("finding ImageStreamsBackup %s: %w", key, err)
 	}
-	if err := a.client.Delete(ctx, live); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("deleting ImageStreamsBackup %s: %w", key, err)
+	if veleroBackupUID(live) != veleroBackupUID(stored) {
+		// Made since by another Velero backup of the same name: not this one's to delete.
+		log.Warn("Kept: the ImageStreamsBackup of this name in the cluster belongs to another backup; the deleted backup's stored images stay in the location")
+		return nil
 	}
-	a.log.WithField("imagestreamsbackup", key.String()).Info("Deleted; the worker removes its stored images")
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"deleteStoredImages":true}}`))
+	if err := a.client.Patch(ctx, live, patch, client.FieldOwner("imagestreams-backup-plugin")); err != nil {
+		return fmt.Errorf("asking for the deletion of ImageStreamsBackup %s: %w", key, err)
+	}
+	log.Info("Asked the worker to delete the stored images")
 	return nil
+}
+
+// createStandIn creates an ImageStreamsBackup that stands in for stored, a part of the deleted
+// backup that this cluster has none for, only to have the worker delete what stored wrote.
+func (a *DeleteAction) createStandIn(ctx context.Context, log logrus.FieldLogger, key client.ObjectKey, stored *oadpv1alpha1.ImageStreamsBackup) error {
+	standIn := &oadpv1alpha1.ImageStreamsBackup{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: stored.Labels,
+			Annotations: map[string]string{oadpv1alpha1.AnnotationOriginalUID: string(stored.UID)}},
+		Spec: oadpv1alpha1.ImageStreamsBackupSpec{BackupLocation: stored.Spec.BackupLocation, DeleteStoredImages: true},
+	}
+	if stored.UID == "" {
+		return fmt.Errorf("ImageStreamsBackup %s in the backup has no uid, so its stored index cannot be told apart from another's; it is kept", key)
+	}
+	if err := a.client.Create(ctx, standIn); err != nil {
+		return fmt.Errorf("creating ImageStreamsBackup %s to delete the stored images: %w", key, err)
+	}
+	log.Info("Asked the worker to delete the stored images, through a stand-in for the original ImageStreamsBackup")
+	return nil
+}
+
+// partOf reports whether the ImageStreamsBackup stored in a Velero backup's tarball is one of
+// the parts the plugin made for that backup: made for it, labeled with its name, and linked
+// to a Velero backup's uid. A person's ImageStreamsBackup, and the parts of other backups, are
+// not.
+func partOf(isb *oadpv1alpha1.ImageStreamsBackup, backup *velerov1.Backup) bool {
+	ref := isb.Spec.VeleroBackupReference
+	return ref != nil && ref.Name == backup.Name && (ref.Namespace == "" || ref.Namespace == backup.Namespace) &&
+		isb.Labels[LabelBackupName] == label.GetValidName(backup.Name) && veleroBackupUID(isb) != ""
+}
+
+// veleroBackupUID is the uid of the Velero backup the plugin made isb for: its label, or the
+// owner reference earlier versions set.
+func veleroBackupUID(isb *oadpv1alpha1.ImageStreamsBackup) string {
+	if uid := isb.Labels[LabelBackupUID]; uid != "" {
+		return uid
+	}
+	for _, o := range isb.OwnerReferences {
+		if o.Kind == "Backup" && o.APIVersion == velerov1.SchemeGroupVersion.String() {
+			return string(o.UID)
+		}
+	}
+	return ""
 }

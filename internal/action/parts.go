@@ -10,24 +10,32 @@ import (
 	"strings"
 	"time"
 
+	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 )
 
 // A Velero backup's references can outgrow one Kubernetes object (etcd caps objects near
 // 1.5 MiB), and every write to an object costs the API server time in proportion to its size,
-// so they are spread over parts: ImageStreamsBackups named <backup> (the head) and <backup>.1 ...
-// <backup>.<n-1>, each imagestream in the part its namespace and name hash to. The head's creator
-// fixes the number of parts from the size of the Velero backup and records it in
-// AnnotationParts, so every writer agrees; a backup of up to itemsPerPart items has one part,
-// named exactly after the Velero backup. Fifty imagestreams of ten images make a part of about
-// 90 KiB and a stored index of about 220 KiB.
+// so they are spread over parts: the head, an ImageStreamsBackup named exactly after the Velero
+// backup, and <backup>-part<k>-<uid> for k = 1 ... n-1, each imagestream in the part its
+// namespace and name hash to. The head's creator fixes the number of parts from the size of
+// the Velero backup and records it in AnnotationParts, so every writer agrees; the head lists
+// the parts that hold imagestreams in AnnotationPartNames, so that the worker records them in
+// the head's stored index. A backup of up to itemsPerPart items has one part, the head. Fifty
+// imagestreams of ten images make a part of about 90 KiB and a stored index of about 220 KiB.
+//
+// A part's name carries the start of the Velero backup's uid, so that it names no other
+// backup's head: a Velero backup may well be called "daily.1".
 const (
 	// AnnotationParts on the head says how many parts the backup has.
 	AnnotationParts = oadpv1alpha1.AnnotationParts
 	// LabelBackupName links every part to its Velero backup, as Velero labels what it creates.
-	LabelBackupName = "velero.io/backup-name"
+	LabelBackupName = velerov1.BackupNameLabel
+	// LabelBackupUID tells apart Velero backups of one name made at different times.
+	LabelBackupUID = velerov1.BackupUIDLabel
 
 	itemsPerPart = 50
 	maxParts     = 1024
@@ -39,16 +47,30 @@ func partsFor(totalItems int) int {
 }
 
 // partName is the ImageStreamsBackup that holds imagestream namespace/name.
-func partName(backup string, parts int, namespace, name string) string {
+func partName(backup *velerov1.Backup, parts int, namespace, name string) string {
 	if parts <= 1 {
-		return backup
+		return backup.Name
 	}
 	h := fnv.New32a()
 	fmt.Fprintf(h, "%s/%s", namespace, name)
 	if k := int(h.Sum32() % uint32(parts)); k > 0 {
-		return backup + "." + strconv.Itoa(k)
+		return partK(backup, k)
 	}
-	return backup
+	return backup.Name
+}
+
+// partK is the name of part k > 0 of backup: <backup>-part<k>-<first 8 characters of its uid>,
+// the backup's name shortened when the whole would be longer than an object name may be.
+func partK(backup *velerov1.Backup, k int) string {
+	suffix := fmt.Sprintf("-part%d", k)
+	if uid := strings.ReplaceAll(string(backup.UID), "-", ""); uid != "" {
+		suffix += "-" + uid[:min(8, len(uid))]
+	}
+	base := backup.Name
+	if limit := validation.DNS1123SubdomainMaxLength - len(suffix); len(base) > limit {
+		base = strings.TrimRight(base[:limit], ".-")
+	}
+	return base + suffix
 }
 
 // operation names one imagestream's images in one part (or ImageStreamsRestore), and when

@@ -67,6 +67,8 @@ type queue struct {
 	// exists says the object is known to exist, so the first write applies rather than
 	// creates.
 	exists bool
+	// touched asks for a write of the whole object even without entries (see touch).
+	touched bool
 }
 
 // recordDeadline is how long after Execute an entry may still be missing from its object
@@ -115,10 +117,25 @@ func (r *recorder) add(key string, build func(entries []any) *unstructured.Unstr
 	}
 }
 
+// touch has the object build makes written whole at the next write, even if no entry is
+// queued for it: a head lists its parts, whatever it holds itself.
+func (r *recorder) touch(key string, build func(entries []any) *unstructured.Unstructured) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(key)
+	q.build = build
+	if !q.written {
+		q.touched = true
+	}
+	if !r.holdUntilFlush {
+		r.startLocked(q)
+	}
+}
+
 // startLocked starts writing q's entries unless a write of q is in flight already; that write
 // takes them along when it is done.
 func (r *recorder) startLocked(q *queue) {
-	if q.writing || len(q.entries) == 0 {
+	if q.writing || len(q.entries) == 0 && !q.touched {
 		return
 	}
 	q.writing = true
@@ -130,9 +147,9 @@ func (r *recorder) startLocked(q *queue) {
 func (r *recorder) drain(q *queue) {
 	for {
 		r.mu.Lock()
-		entries := q.entries
-		q.entries = nil
-		if len(entries) == 0 {
+		entries, touched := q.entries, q.touched
+		q.entries, q.touched = nil, false
+		if len(entries) == 0 && !touched {
 			q.writing = false
 			r.busy--
 			r.idle.Broadcast()
@@ -224,7 +241,7 @@ func (r *recorder) flushHeld(ctx context.Context) error {
 	r.mu.Lock()
 	held := false
 	for _, q := range r.objects {
-		held = held || !q.writing && len(q.entries) > 0
+		held = held || !q.writing && (len(q.entries) > 0 || q.touched)
 	}
 	r.mu.Unlock()
 	if !held {

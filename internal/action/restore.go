@@ -11,7 +11,9 @@ import (
 	"github.com/sirupsen/logrus"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -40,6 +42,11 @@ type RestoreAction struct {
 
 	mu      sync.Mutex
 	persons map[types.UID]personsRestores // per Velero restore
+	// existing are, per Velero restore and target namespace, the imagestreams that were
+	// there before the restore, listed once.
+	existing map[types.UID]map[string]map[string]bool
+	// locations are, per Velero restore, the storage location of the restored backup.
+	locations map[types.UID]string
 }
 
 // personsRestores are the ImageStreamsRestores people made, listed at a time: a restore of
@@ -55,7 +62,7 @@ const personsTTL = 10 * time.Second
 func NewRestoreAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *RestoreAction {
 	return &RestoreAction{log: log, client: c, recorder: newRecorder(c, log, "imagestreams-restore-plugin"), registryHost: registryHost,
 		restores: newSnapshots(c, func() *oadpv1alpha1.ImageStreamsRestore { return &oadpv1alpha1.ImageStreamsRestore{} }),
-		persons:  map[types.UID]personsRestores{}}
+		persons:  map[types.UID]personsRestores{}, existing: map[types.UID]map[string]map[string]bool{}, locations: map[types.UID]string{}}
 }
 
 // Name implements the RestoreItemAction interface.
@@ -92,7 +99,21 @@ func (a *RestoreAction) Execute(input *velero.RestoreItemActionExecuteInput) (*v
 	if len(internalImages(orig, rw.oldHost)) == 0 {
 		return out, nil // nothing of this imagestream lives in the registry
 	}
-	isr, err := a.restoreFor(ctx, input.Restore, orig)
+	// Velero maps the item's namespace after the actions ran.
+	target := mapped(input.Restore.Spec.NamespaceMapping, orig.Namespace)
+	if input.Restore.Spec.ExistingResourcePolicy != velerov1.PolicyTypeUpdate {
+		exists, err := a.exists(ctx, input.Restore, target, orig.Name)
+		if err != nil {
+			return nil, err
+		}
+		if exists {
+			// Velero leaves an existing imagestream as it is unless told to update it; its
+			// images do the same, so that no tag moves back to an older image.
+			a.log.WithField("imagestream", target+"/"+orig.Name).Info("Imagestream exists; like Velero, the restore leaves it and its images as they are (restore with --existing-resource-policy update to bring the backed-up tags back)")
+			return out, nil
+		}
+	}
+	isr, err := a.restoreFor(ctx, input.Restore, orig, target)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +141,7 @@ func rewriteImageStream(is *imagev1.ImageStream, rw rewriter) {
 		}
 	}
 	if is.Status.DockerImageRepository != "" {
-		is.Status.DockerImageRepository = rw.newHost + "/" + is.Namespace + "/" + is.Name
+		is.Status.DockerImageRepository = rw.newHost + "/" + rw.namespace(is.Namespace) + "/" + is.Name
 	}
 	is.Status.PublicDockerImageRepository = ""
 	for i := range is.Status.Tags {
@@ -131,22 +152,93 @@ func rewriteImageStream(is *imagev1.ImageStream, rw rewriter) {
 	}
 }
 
-// restoreFor returns the ImageStreamsRestore that brings back orig's images: one a person made
-// for the backup, else the Velero restore's own, created or extended with orig.
-func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restore, orig *imagev1.ImageStream) (string, error) {
+// restoreFor returns the ImageStreamsRestore that brings back orig's images into namespace
+// target: one a person made for the backup that is still to run or running and pushes into
+// target too, else the Velero restore's own, created or extended with orig. A person's restore
+// that has finished (last week, perhaps, into other namespaces) is not this one's.
+func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restore, orig *imagev1.ImageStream, target string) (string, error) {
 	persons, err := a.personsRestores(ctx, restore)
 	if err != nil {
 		return "", err
 	}
 	for _, r := range persons {
-		if r.Spec.BackupName() == restore.Spec.BackupName && covers(&r.Spec, orig) {
+		if r.Spec.BackupName() == restore.Spec.BackupName && covers(&r.Spec, orig) && !finished(&r) && mapped(r.Spec.NamespaceMapping, orig.Namespace) == target {
 			return r.Name, nil
 		}
 	}
+	location, err := a.locationOf(ctx, restore)
+	if err != nil {
+		return "", err
+	}
 	a.recorder.add(restore.Namespace+"/"+restore.Name, func(entries []any) *unstructured.Unstructured {
-		return restoreObject(restore, entries)
+		return restoreObject(restore, location, entries)
 	}, map[string]any{"name": orig.Name, "namespace": orig.Namespace})
 	return restore.Name, nil
+}
+
+// finished reports whether an ImageStreamsRestore has ended for its current spec.
+func finished(r *oadpv1alpha1.ImageStreamsRestore) bool {
+	switch r.Status.Phase {
+	case oadpv1alpha1.RestorePhaseCompleted, oadpv1alpha1.RestorePhasePartiallyFailed, oadpv1alpha1.RestorePhaseFailed, oadpv1alpha1.RestorePhaseCanceled:
+		return r.Status.ObservedGeneration == r.Generation
+	}
+	return false
+}
+
+// mapped is where a namespace mapping sends namespace ns.
+func mapped(mapping map[string]string, ns string) string {
+	if to := mapping[ns]; to != "" {
+		return to
+	}
+	return ns
+}
+
+// exists reports whether imagestream namespace/name was in the cluster before the restore:
+// each target namespace is listed once per restore, before Velero creates anything in it.
+func (a *RestoreAction) exists(ctx context.Context, restore *velerov1.Restore, namespace, name string) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	byNamespace := a.existing[restore.UID]
+	if byNamespace == nil {
+		byNamespace = map[string]map[string]bool{}
+		a.existing[restore.UID] = byNamespace
+	}
+	names, ok := byNamespace[namespace]
+	if !ok {
+		list := &metav1.PartialObjectMetadataList{}
+		list.SetGroupVersionKind(imagev1.GroupVersion.WithKind("ImageStreamList"))
+		if err := a.client.List(ctx, list, client.InNamespace(namespace)); err != nil {
+			return false, fmt.Errorf("listing the imagestreams of namespace %s: %w", namespace, err)
+		}
+		names = make(map[string]bool, len(list.Items))
+		for _, is := range list.Items {
+			names[is.Name] = true
+		}
+		byNamespace[namespace] = names
+	}
+	return names[name], nil
+}
+
+// locationOf is the storage location of the Velero backup restore restores, read once per
+// restore: its images are stored there, which need not be the default location.
+func (a *RestoreAction) locationOf(ctx context.Context, restore *velerov1.Restore) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if loc, ok := a.locations[restore.UID]; ok {
+		return loc, nil
+	}
+	backup := &velerov1.Backup{}
+	err := a.client.Get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: restore.Spec.BackupName}, backup)
+	if apierrors.IsNotFound(err) {
+		// Velero restores only from a Backup it has; without one, the default location.
+		a.log.WithField("backup", restore.Spec.BackupName).Warn("Velero backup not found; its images are looked for in the default location")
+		err = nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading Velero backup %s/%s: %w", restore.Namespace, restore.Spec.BackupName, err)
+	}
+	a.locations[restore.UID] = backup.Spec.StorageLocation
+	return backup.Spec.StorageLocation, nil
 }
 
 func (a *RestoreAction) personsRestores(ctx context.Context, restore *velerov1.Restore) ([]oadpv1alpha1.ImageStreamsRestore, error) {
@@ -170,8 +262,8 @@ func (a *RestoreAction) personsRestores(ctx context.Context, restore *velerov1.R
 }
 
 // restoreObject is the Velero restore's own ImageStreamsRestore holding entries, for
-// server-side apply.
-func restoreObject(restore *velerov1.Restore, entries []any) *unstructured.Unstructured {
+// server-side apply: it reads the backup from location, the Velero backup's own.
+func restoreObject(restore *velerov1.Restore, location string, entries []any) *unstructured.Unstructured {
 	obj := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": oadpv1alpha1.GroupVersion.String(),
 		"kind":       "ImageStreamsRestore",
@@ -187,6 +279,9 @@ func restoreObject(restore *velerov1.Restore, entries []any) *unstructured.Unstr
 			"imageStreams":                entries,
 		},
 	}}
+	if location != "" {
+		_ = unstructured.SetNestedField(obj.Object, location, "spec", "backupLocation", "name")
+	}
 	if len(restore.Spec.NamespaceMapping) > 0 {
 		m := map[string]any{}
 		for k, v := range restore.Spec.NamespaceMapping {

@@ -71,9 +71,8 @@ func backedUpImageStream(name string) *imagev1.ImageStream {
 func restoreInput(t *testing.T, ns, restoreName string, is *imagev1.ImageStream) *velero.RestoreItemActionExecuteInput {
 	restore := &velerov1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: restoreName, UID: types.UID("uid-" + restoreName)},
 		Spec: velerov1.RestoreSpec{BackupName: "b1", NamespaceMapping: map[string]string{"ns1": "ns2"}}}
-	mutated := is.DeepCopy()
-	mutated.Namespace = "ns2" // Velero applies the namespace mapping before the action runs
-	return &velero.RestoreItemActionExecuteInput{Item: toUnstructured(mutated), ItemFromBackup: toUnstructured(is), Restore: restore}
+	// Velero maps the item's namespace after the actions ran (restore.go in Velero 1.18).
+	return &velero.RestoreItemActionExecuteInput{Item: toUnstructured(is.DeepCopy()), ItemFromBackup: toUnstructured(is), Restore: restore}
 }
 
 func newRestoreAction() *action.RestoreAction {
@@ -169,7 +168,8 @@ func TestRestoreWaitsForAPersonsImageStreamsRestore(t *testing.T) {
 	ns := env.Namespace(t)
 	mine := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "by-hand"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
 		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b1"},
-		ImageStreams:                []oadpv1alpha1.ImageStream{{Name: "is", Namespace: "ns1"}}}}
+		ImageStreams:                []oadpv1alpha1.ImageStream{{Name: "is", Namespace: "ns1"}},
+		NamespaceMapping:            map[string]string{"ns1": "ns2"}}}
 	if err := env.Client.Create(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
@@ -222,6 +222,94 @@ func TestRestoreWaitsForAPersonsImageStreamsRestore(t *testing.T) {
 	own := &oadpv1alpha1.ImageStreamsRestore{}
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "r3"}, own); err != nil || !own.Spec.Cancel {
 		t.Errorf("Cancel of the restore's own ImageStreamsRestore: cancel=%v %v", own.Spec.Cancel, err)
+	}
+}
+
+// A person's ImageStreamsRestore for the backup is joined only while it is still to run and
+// pushes where this restore does: one that completed last week, or that restored into other
+// namespaces, leaves this restore to push its own images.
+func TestAPersonsRestoreIsJoinedOnlyWhenItPushesWhatThisRestoreNeeds(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	person := func(name string, mapping map[string]string) *oadpv1alpha1.ImageStreamsRestore {
+		r := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+			ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b1"}, NamespaceMapping: mapping}}
+		if err := env.Client.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	lastWeek := person("last-week", map[string]string{"ns1": "ns2"})
+	lastWeek.Status.Phase = oadpv1alpha1.RestorePhaseCompleted
+	lastWeek.Status.ObservedGeneration = lastWeek.Generation
+	if err := env.Client.Status().Update(ctx, lastWeek); err != nil {
+		t.Fatal(err)
+	}
+	person("into-ns1", nil) // still to run, but into the backed-up namespace
+	out, err := newRestoreAction().Execute(restoreInput(t, ns, "r6", backedUpImageStream("is")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.OperationID, "r6/ns1/is/") {
+		t.Errorf("operation ID %q, want the Velero restore's own ImageStreamsRestore r6", out.OperationID)
+	}
+}
+
+// An imagestream already in the target namespace is left as it is by Velero's default policy,
+// and its images too: pushing its backed-up tags would move them back to older images. With
+// --existing-resource-policy update both are brought back.
+func TestAnExistingImageStreamKeepsItsTags(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ns2"}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	existing := &imagev1.ImageStream{ObjectMeta: metav1.ObjectMeta{Namespace: "ns2", Name: "moved-on"}}
+	if err := env.Client.Create(ctx, existing); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		restore string
+		policy  velerov1.PolicyType
+		pushes  bool
+	}{
+		{"r7", "", false},
+		{"r8", velerov1.PolicyTypeNone, false},
+		{"r9", velerov1.PolicyTypeUpdate, true},
+	} {
+		in := restoreInput(t, ns, tt.restore, backedUpImageStream("moved-on"))
+		in.Restore.Spec.ExistingResourcePolicy = tt.policy
+		out, err := newRestoreAction().Execute(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := out.OperationID != ""; got != tt.pushes || out.SkipRestore {
+			t.Errorf("policy %q: operation %q, skip %v; want images restored: %v, and the imagestream left to Velero", tt.policy, out.OperationID, out.SkipRestore, tt.pushes)
+		}
+	}
+}
+
+// The Velero restore's ImageStreamsRestore reads the backup from the Velero backup's own
+// location, which need not be the default one.
+func TestTheImagesAreReadFromTheBackupsLocation(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	if err := env.Client.Create(ctx, &velerov1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "b1"}, Spec: velerov1.BackupSpec{StorageLocation: "secondary"}}); err != nil {
+		t.Fatal(err)
+	}
+	a := newRestoreAction()
+	if _, err := a.Execute(restoreInput(t, ns, "r10", backedUpImageStream("is"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	isr := &oadpv1alpha1.ImageStreamsRestore{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "r10"}, isr); err != nil {
+		t.Fatal(err)
+	}
+	if isr.Spec.BackupLocation == nil || isr.Spec.BackupLocation.Name != "secondary" {
+		t.Errorf("backupLocation %+v, want the Velero backup's location secondary", isr.Spec.BackupLocation)
 	}
 }
 
@@ -313,40 +401,68 @@ func TestSkipActions(t *testing.T) {
 	}
 }
 
-func TestDeleteActionHandsTheImagesToTheWorker(t *testing.T) {
+// A cluster-wide Velero backup holds the ImageStreamsBackups of every earlier backup: deleting
+// it asks for the deletion of its own parts' stored images only.
+func TestDeleteActionDeletesOnlyTheBackupsOwnParts(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
 	a := action.NewDeleteAction(logrus.New(), env.Client)
-	backup := &velerov1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "b1"}}
-	stored := func(name string) *unstructured.Unstructured {
-		return toUnstructured(&oadpv1alpha1.ImageStreamsBackup{TypeMeta: metav1.TypeMeta{APIVersion: oadpv1alpha1.GroupVersion.String(), Kind: "ImageStreamsBackup"},
-			ObjectMeta: metav1.ObjectMeta{Namespace: "elsewhere", Name: name},
-			Spec:       oadpv1alpha1.ImageStreamsBackupSpec{BackupLocation: &oadpv1alpha1.BackupLocation{Name: "default"}}})
+	backup := &velerov1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "b4"}}
+	part := func(name, veleroBackup, uid string) *oadpv1alpha1.ImageStreamsBackup {
+		isb := &oadpv1alpha1.ImageStreamsBackup{TypeMeta: metav1.TypeMeta{APIVersion: oadpv1alpha1.GroupVersion.String(), Kind: "ImageStreamsBackup"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID("uid-of-" + name)},
+			Spec:       oadpv1alpha1.ImageStreamsBackupSpec{BackupLocation: &oadpv1alpha1.BackupLocation{Name: "default"}}}
+		if veleroBackup != "" {
+			isb.Labels = map[string]string{action.LabelBackupName: veleroBackup, action.LabelBackupUID: uid}
+			isb.Spec.VeleroBackupReference = &oadpv1alpha1.VeleroBackupReference{Name: veleroBackup, Namespace: ns, StartOnCompletion: true}
+		}
+		return isb
 	}
-
-	live := &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "b1"}}
-	if err := env.Client.Create(ctx, live); err != nil {
+	inTarball := []*oadpv1alpha1.ImageStreamsBackup{
+		part("b4", "b4", "uid-b4"),            // the head, in the cluster
+		part("b4-part1-aaaa", "b4", "uid-b4"), // a part this cluster lacks
+		part("b1", "b1", "uid-b1"),            // an earlier Velero backup's
+		part("manual1", "", ""),               // a person's
+		part("b4-part2-aaaa", "b4", "uid-b4"), // a part whose name another backup took since
+	}
+	live := map[string]*oadpv1alpha1.ImageStreamsBackup{
+		"b4": part("b4", "b4", "uid-b4"), "b1": part("b1", "b1", "uid-b1"), "manual1": part("manual1", "", ""),
+		"b4-part2-aaaa": part("b4-part2-aaaa", "b4", "uid-of-a-later-b4"),
+	}
+	for _, isb := range live {
+		isb = isb.DeepCopy()
+		isb.UID = ""
+		if err := env.Client.Create(ctx, isb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, stored := range inTarball {
+		if err := a.Execute(&velero.DeleteItemActionExecuteInput{Item: toUnstructured(stored), Backup: backup}); err != nil {
+			t.Errorf("Execute(%s): %v", stored.Name, err)
+		}
+	}
+	got := map[string]*oadpv1alpha1.ImageStreamsBackup{}
+	list := &oadpv1alpha1.ImageStreamsBackupList{}
+	if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Execute(&velero.DeleteItemActionExecuteInput{Item: stored("b1"), Backup: backup}); err != nil {
-		t.Fatal(err)
+	for i := range list.Items {
+		got[list.Items[i].Name] = &list.Items[i]
 	}
-	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(live), live); !apierrors.IsNotFound(err) {
-		t.Errorf("the ImageStreamsBackup in the cluster was not deleted: %v", err)
+	for name, want := range map[string]bool{"b4": true, "b4-part1-aaaa": true, "b1": false, "manual1": false, "b4-part2-aaaa": false} {
+		isb, ok := got[name]
+		switch {
+		case !ok:
+			t.Errorf("%s is gone: the action deletes no object, the worker does once the images are", name)
+		case isb.Spec.DeleteStoredImages != want:
+			t.Errorf("%s: deleteStoredImages = %v, want %v", name, isb.Spec.DeleteStoredImages, want)
+		}
 	}
-
-	// On a cluster that only has the Velero backup, an inert copy is made for the worker to
-	// delete: it is never started and carries the worker's finalizer.
-	if err := a.Execute(&velero.DeleteItemActionExecuteInput{Item: stored("b1.3"), Backup: backup}); err != nil {
-		t.Fatal(err)
-	}
-	inert := &oadpv1alpha1.ImageStreamsBackup{}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "b1.3"}, inert); err != nil {
-		t.Fatal(err)
-	}
-	if inert.DeletionTimestamp.IsZero() || inert.Spec.StartBackup || inert.Spec.VeleroBackupReference != nil ||
-		inert.Spec.BackupLocation.Name != "default" || len(inert.Finalizers) != 1 {
-		t.Errorf("inert copy %+v %+v, want it deleting, never started, at location default, with the worker's finalizer", inert.ObjectMeta, inert.Spec)
+	// The one this cluster lacked stands in for the original: it is never started, and names
+	// the original's uid, which wrote the stored index.
+	if standIn := got["b4-part1-aaaa"]; standIn != nil && (standIn.Spec.StartBackup || standIn.Spec.VeleroBackupReference != nil ||
+		standIn.Spec.BackupLocation.Name != "default" || standIn.Annotations[oadpv1alpha1.AnnotationOriginalUID] != "uid-of-b4-part1-aaaa" || len(standIn.Finalizers) != 0) {
+		t.Errorf("stand-in %+v %+v, want it never started, at location default, naming the original's uid, without finalizers", standIn.ObjectMeta, standIn.Spec)
 	}
 }
 

@@ -52,7 +52,7 @@ func TestCommandsOnS3(t *testing.T) {
 	manifest := put(t, store, types.OCIManifestSchema1, fmt.Appendf(nil, `{"schemaVersion":2,"mediaType":%q,"config":{"mediaType":%q,"digest":%q,"size":%d},"layers":[{"mediaType":%q,"digest":%q,"size":%d}]}`,
 		types.OCIManifestSchema1, config.MediaType, config.Digest, config.Size, layer.MediaType, layer.Digest, layer.Size))
 	orphan := put(t, store, types.OCILayer, []byte("orphan"))
-	if err := store.WriteIndex(ctx, "b1", []imagestore.Entry{{Namespace: "app", ImageStream: "web", Tags: []string{"latest"}, Descriptor: manifest}}, 1); err != nil {
+	if err := store.WriteIndex(ctx, "b1", []imagestore.Entry{{Namespace: "app", ImageStream: "web", Tags: []string{"latest"}, Descriptor: manifest}}, imagestore.IndexMeta{}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -64,6 +64,32 @@ func Open(ctx context.Context, cfg Config) (*blob.Bucket, error) {
 
 func (c Config) provider() string { return strings.TrimPrefix(c.Provider, "velero.io/") }
 
+// TakesCredentials reports whether the provider authenticates: file and mem do not.
+func (c Config) TakesCredentials() bool {
+	p := c.provider()
+	return p != "file" && p != "mem"
+}
+
+// Endpoint names the service that the location's requests, and so its credentials, go to:
+// the provider and, where the config can point elsewhere, the URL it points at (aws s3Url,
+// azure storageAccountURI or the account's default URL).
+func (c Config) Endpoint() string {
+	p := c.provider()
+	switch p {
+	case "aws":
+		if u := strings.TrimSuffix(c.Config["s3Url"], "/"); u != "" {
+			return p + " " + u
+		}
+	case "azure":
+		u := c.Config["storageAccountURI"]
+		if u == "" {
+			u = fmt.Sprintf("https://%s.blob.core.windows.net", c.Config["storageAccount"])
+		}
+		return p + " " + strings.TrimSuffix(u, "/")
+	}
+	return p
+}
+
 func (c Config) bool(key string) (bool, error) {
 	v, ok := c.Config[key]
 	if !ok || v == "" {

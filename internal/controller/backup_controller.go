@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -27,17 +29,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
+	"github.com/openshift/oadp-imagestreams-backup/internal/location"
 )
 
-// Finalizer lets the worker remove a deleted backup's content from object storage.
-const Finalizer = "oadp.openshift.io/imagestreams-backup"
+// legacyFinalizer is the finalizer earlier versions put on ImageStreamsBackups to delete their
+// stored images with them. Deleting an ImageStreamsBackup keeps its images now (see
+// spec.deleteStoredImages), and a finalizer would hold up the deletion of its namespace while no
+// worker runs: the worker removes it wherever it finds it.
+const legacyFinalizer = "oadp.openshift.io/imagestreams-backup"
 
 // veleroPollInterval is how often a backup waiting for its Velero backup reads it again: the
 // copy should start soon after Velero has collected every item.
@@ -58,6 +66,12 @@ type Config struct {
 	// NewBackupDelay is how long after an ImageStreamsBackup appears the worker first looks at
 	// it (see delayCreates).
 	NewBackupDelay time.Duration
+	// StaleAfter is how long an in-progress or garbage collection marker in a store counts
+	// without being refreshed; imagestore.DefaultStaleAfter when zero.
+	StaleAfter time.Duration
+	// GCDelay is how long a garbage collection waits for more requests before it starts, so
+	// that the parts of one deleted Velero backup share one collection.
+	GCDelay time.Duration
 
 	// progressWrites bounds the progress writes of every running copy together (see
 	// newProgressLimiter); nil leaves each copy to its ProgressInterval.
@@ -88,28 +102,46 @@ type BackupReconciler struct {
 	Recorder  events.EventRecorder
 	Config
 
-	runner *runner
+	runner    *runner
+	collector *collector
+	// wake reconciles a resource again when a background job asks for it.
+	wake chan event.GenericEvent
 }
 
-// +kubebuilder:rbac:groups=oadp.openshift.io,namespace=openshift-adp,resources=imagestreamsbackups,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=oadp.openshift.io,namespace=openshift-adp,resources=imagestreamsbackups,verbs=get;list;watch;update;patch;delete
 // +kubebuilder:rbac:groups=oadp.openshift.io,namespace=openshift-adp,resources=imagestreamsbackups/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=oadp.openshift.io,namespace=openshift-adp,resources=imagestreamsbackups/finalizers,verbs=update
 // +kubebuilder:rbac:groups=velero.io,namespace=openshift-adp,resources=backups;backupstoragelocations,verbs=get;list
 // +kubebuilder:rbac:groups="",namespace=openshift-adp,resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=events.k8s.io,namespace=openshift-adp,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=config.openshift.io,resources=images,verbs=get
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=openshift-adp,resources=leases,verbs=get;list;watch;create;update;patch;delete
 
-// SetupWithManager registers the reconciler and its background runner.
+// SetupWithManager registers the reconciler, its background runner and its garbage collector.
 func (r *BackupReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.runner = newRunner()
-	if err := mgr.Add(r.runner); err != nil {
-		return err
+	r.wake = make(chan event.GenericEvent, 64)
+	r.collector = newCollector(openLocation, r.StaleAfter, r.GCDelay, r.RetryInterval, r.wakeUp, mgr.GetLogger().WithName("gc"))
+	for _, run := range []manager.Runnable{r.runner, r.collector} {
+		if err := mgr.Add(run); err != nil {
+			return err
+		}
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("imagestreamsbackup").
 		Watches(&oadpv1alpha1.ImageStreamsBackup{}, &delayCreates{delay: r.NewBackupDelay}, builder.WithPredicates(inNamespace(r.Namespace))).
+		WatchesRawSource(source.Channel(r.wake, &handler.EnqueueRequestForObject{})).
 		Complete(r)
+}
+
+// wakeUp has key reconciled again. A full channel drops the request; those who ask again
+// later (a deletion's periodic requeue) make up for it.
+func (r *BackupReconciler) wakeUp(key types.NamespacedName) {
+	obj := &oadpv1alpha1.ImageStreamsBackup{}
+	obj.Namespace, obj.Name = key.Namespace, key.Name
+	select {
+	case r.wake <- event.GenericEvent{Object: obj}:
+	default:
+	}
 }
 
 // delayCreates enqueues a new object after delay and every other change at once. The plugin
@@ -135,19 +167,33 @@ func inNamespace(ns string) predicate.Predicate {
 }
 
 // Reconcile moves an ImageStreamsBackup through its phases; the copy itself runs in the
-// background (see runner) and writes its own progress.
+// background (see runner) and writes its own progress, and garbage collection runs apart too
+// (see collector).
 func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	if req.Namespace != r.Namespace {
 		return ctrl.Result{}, nil
 	}
 	isb := &oadpv1alpha1.ImageStreamsBackup{}
 	if err := r.Get(ctx, req.NamespacedName, isb); err != nil {
+		if apierrors.IsNotFound(err) {
+			// The resource is gone: its copy stops, and what it stored stays.
+			r.runner.cancel(req.NamespacedName)
+			r.collector.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !isb.DeletionTimestamp.IsZero() {
-		return r.reconcileDelete(ctx, isb)
+	if controllerutil.RemoveFinalizer(isb, legacyFinalizer) {
+		if err := r.Update(ctx, isb); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
-	if r.runner.running(req.NamespacedName) {
+	switch {
+	case !isb.DeletionTimestamp.IsZero():
+		r.runner.cancel(req.NamespacedName)
+		return ctrl.Result{}, nil
+	case isb.Spec.DeleteStoredImages:
+		return r.reconcileDelete(ctx, isb)
+	case r.runner.running(req.NamespacedName):
 		if isb.Spec.Cancel {
 			r.runner.cancel(req.NamespacedName)
 		}
@@ -214,21 +260,82 @@ func (r *BackupReconciler) reconcileNormal(ctx context.Context, isb *oadpv1alpha
 			setCondition(&s.CommonStatus, isb.Generation, oadpv1alpha1.ConditionReady, metav1.ConditionFalse, reason, err.Error())
 		})
 	}
-	// The finalizer goes on as the copy starts: nothing is stored before, and the plugin writes
-	// every part of a Velero backup at once just before Velero moves on, when one more write of
-	// each part would slow Velero down.
-	if controllerutil.AddFinalizer(isb, Finalizer) {
-		if err := r.Update(ctx, isb); err != nil {
-			return ctrl.Result{}, err
+	previous, conflict, err := storedBefore(ctx, store, isb)
+	if err != nil || conflict != "" {
+		store.Close()
+		if err != nil {
+			// A store that cannot answer now is asked again; only a backup that certainly
+			// exists is someone else's.
+			log.FromContext(ctx).Info("Backup cannot start yet", "reason", ReasonStoreUnavailable, "error", err.Error())
+			return ctrl.Result{RequeueAfter: r.RetryInterval}, r.patchStatus(ctx, isb, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
+				setCondition(&s.CommonStatus, isb.Generation, oadpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStoreUnavailable, err.Error())
+			})
 		}
+		r.finishBackup(ctx, log.FromContext(ctx), isb, isb.DeepCopy(), func() bool { return false }, oadpv1alpha1.BackupPhaseFailed, ReasonBackupExists, conflict, nil, failures{}, time.Now())
+		return ctrl.Result{}, nil
 	}
 	snapshot := isb.DeepCopy()
 	r.runner.start(client.ObjectKeyFromObject(isb), func(jctx context.Context, canceledByUser func() bool) {
 		defer store.Close()
 		ctx := log.IntoContext(jctx, log.FromContext(ctx))
-		r.runBackup(ctx, canceledByUser, snapshot, store, opts, host)
+		r.runBackup(ctx, canceledByUser, snapshot, store, opts, host, previous)
 	})
 	return ctrl.Result{}, nil
+}
+
+// storedBefore returns what an earlier run of isb stored: the entries of its index, which a
+// later run keeps for images that then fail. A stored backup of isb's name that isb did not
+// write is another one's, and conflict says so: isb must not overwrite it. err is a store
+// that could not tell, to ask again later.
+func storedBefore(ctx context.Context, store *imagestore.Store, isb *oadpv1alpha1.ImageStreamsBackup) (previous []imagestore.Entry, conflict string, err error) {
+	exists, err := store.HasIndex(ctx, isb.Name)
+	if err != nil {
+		return nil, "", fmt.Errorf("checking the location for backup %s: %w", isb.Name, err)
+	}
+	if !exists {
+		return nil, "", nil
+	}
+	entries, meta, err := store.ReadIndexWithMeta(ctx, isb.Name)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the stored backup %s: %w", isb.Name, err)
+	}
+	if !wroteIndex(isb, meta) {
+		return nil, fmt.Sprintf("backup %s already exists in the location; an ImageStreamsBackup that did not write it will not overwrite it (use another name)", isb.Name), nil
+	}
+	return entries, "", nil
+}
+
+// writerID identifies the ImageStreamsBackup whose stored index records it: its uid, or, for
+// one made only to delete a stored backup, the uid of the original.
+func writerID(isb *oadpv1alpha1.ImageStreamsBackup) string {
+	if uid := isb.Annotations[oadpv1alpha1.AnnotationOriginalUID]; uid != "" {
+		return uid
+	}
+	return string(isb.UID)
+}
+
+// wroteIndex reports whether isb wrote the stored index that records meta. An index from
+// before writers were recorded counts as isb's when isb has copied before, or stands in for
+// the original.
+func wroteIndex(isb *oadpv1alpha1.ImageStreamsBackup, meta imagestore.IndexMeta) bool {
+	if meta.Writer != "" {
+		return meta.Writer == writerID(isb)
+	}
+	return isb.Status.StartTimestamp != nil || isb.Annotations[oadpv1alpha1.AnnotationOriginalUID] != ""
+}
+
+// partNames are the ImageStreamsBackups that hold the rest of isb's Velero backup, as its
+// annotations name them.
+func partNames(isb *oadpv1alpha1.ImageStreamsBackup) []string {
+	if names := isb.Annotations[oadpv1alpha1.AnnotationPartNames]; names != "" {
+		return strings.Split(names, ",")
+	}
+	n, _ := strconv.Atoi(isb.Annotations[oadpv1alpha1.AnnotationParts])
+	var out []string
+	for k := 1; k < n; k++ {
+		out = append(out, isb.Name+"."+strconv.Itoa(k))
+	}
+	return out
 }
 
 // pullReference is where an image is read from: an internal-registry image through its
@@ -261,7 +368,7 @@ type work struct {
 	failed error
 }
 
-func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() bool, isb *oadpv1alpha1.ImageStreamsBackup, store *imagestore.Store, opts copier.Options, host string) {
+func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() bool, isb *oadpv1alpha1.ImageStreamsBackup, store *imagestore.Store, opts copier.Options, host string, previous []imagestore.Entry) {
 	live := isb.DeepCopy() // status patches refresh it; isb keeps the generation this run copies
 	logger := log.FromContext(ctx).WithValues("imagestreamsbackup", client.ObjectKeyFromObject(isb))
 	start := time.Now()
@@ -274,21 +381,9 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 	}
 	total := int64(len(items))
 
-	// A backup of this name that this resource never started is someone else's: a restored or
-	// recreated ImageStreamsBackup must not overwrite it.
-	if isb.Status.StartTimestamp == nil {
-		if exists, err := store.HasIndex(ctx, isb.Name); err != nil || exists {
-			msg := fmt.Sprintf("backup %s already exists in the location; an ImageStreamsBackup that did not write it will not overwrite it (use another name)", isb.Name)
-			if err != nil {
-				msg = fmt.Sprintf("checking the location for backup %s: %v", isb.Name, err)
-			}
-			r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonBackupExists, msg, nil, failures{}, start)
-			return
-		}
-	}
-	pending, err := store.Begin(ctx, isb.Name, 0)
+	pending, err := store.Begin(ctx, isb.Name, r.StaleAfter)
 	if err != nil {
-		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonStoreUnavailable, fmt.Sprintf("marking the backup in progress: %v", err), nil, failures{}, start)
+		r.retryLater(ctx, logger, live, isb, ReasonStoreUnavailable, fmt.Sprintf("marking the backup in progress: %v", err))
 		return
 	}
 	if err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
@@ -326,17 +421,9 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 			logger.Error(err, "Failed to update progress")
 		}
 	}
-	lastRefresh := time.Now()
 	stopProgress := every(ctx, r.ProgressInterval, func() {
 		if r.progressDue() {
 			progress()
-		}
-		// The in-progress marker keeps GC away; it is stale after imagestore.DefaultStaleAfter.
-		if time.Since(lastRefresh) > imagestore.DefaultStaleAfter/6 {
-			if err := pending.Refresh(ctx); err != nil && ctx.Err() == nil {
-				logger.Error(err, "Failed to refresh the in-progress marker")
-			}
-			lastRefresh = time.Now()
 		}
 	})
 
@@ -358,6 +445,11 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 		wg.Go(func() {
 			defer func() { <-sem }()
 			ref, err := pullReference(host, it.ns, it.is, it.ref.DockerImageReference, opts)
+			if err == nil && ref.Context().RegistryStr() != host {
+				// Only the internal registry's images are the cluster's to back up, and
+				// only that registry gets the worker's credentials.
+				err = fmt.Errorf("%w: %s is not the internal registry %s", errExternalImage, ref.Context().RegistryStr(), host)
+			}
 			if err == nil {
 				it.entry.Descriptor, err = c.Copy(copyCtx, ref)
 			}
@@ -414,25 +506,74 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 	reason, partial, allFailed := outcome(total, failed.Load())
 	if allFailed {
 		_ = pending.Abort(ctx)
-		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, reason, fmt.Sprintf("all %d images failed; see status.failures", total), setFinal, fails, start)
+		msg := fmt.Sprintf("all %d images failed; see status.failures", total)
+		if previous != nil {
+			msg += "; the backup stored earlier is unchanged"
+		}
+		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, reason, msg, setFinal, fails, start)
 		return
 	}
-	var entries []imagestore.Entry
-	for _, it := range items {
-		if it.failed == nil {
-			entries = append(entries, it.entry)
-		}
+	entries, kept := indexEntries(items, previous)
+	for _, it := range kept {
+		fails.note(it.ns, it.is.Name, it.ref.DockerImageReference, "; the copy stored by an earlier run stays in the backup")
 	}
-	parts, _ := strconv.Atoi(isb.Annotations[oadpv1alpha1.AnnotationParts])
-	if err := pending.Commit(ctx, entries, parts); err != nil {
+	meta := imagestore.IndexMeta{Writer: writerID(isb), Parts: partNames(isb)}
+	if err := pending.Commit(ctx, entries, meta); err != nil {
+		if errors.Is(err, imagestore.ErrBlobsCollected) {
+			r.retryLater(ctx, logger, live, isb, ReasonStoreUnavailable, fmt.Sprintf("%v; copying again", err))
+			return
+		}
 		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonStoreUnavailable, fmt.Sprintf("writing the backup's index: %v", err), setFinal, fails, start)
 		return
 	}
 	phase, msg := oadpv1alpha1.BackupPhaseCompleted, fmt.Sprintf("stored %d images: %d bytes uploaded, %d bytes already stored", total, st.BytesUploaded, st.BytesSkipped)
 	if partial {
 		phase, msg = oadpv1alpha1.BackupPhasePartiallyFailed, fmt.Sprintf("stored %d of %d images; %d failed, see status.failures", done.Load(), total, failed.Load())
+		if len(kept) > 0 {
+			msg += fmt.Sprintf("; the backup keeps the earlier copy of %d of them", len(kept))
+		}
 	}
 	r.finishBackup(ctx, logger, isb, live, canceledByUser, phase, reason, msg, setFinal, fails, start)
+}
+
+// retryLater ends a run that failed in a way that may pass (a store that did not answer, a
+// marker that went stale): the backup keeps its phase, Ready says why it stopped, and it
+// starts again after RetryInterval, uploading only what is missing.
+func (r *BackupReconciler) retryLater(ctx context.Context, logger logr.Logger, live, isb *oadpv1alpha1.ImageStreamsBackup, reason, msg string) {
+	if ctx.Err() != nil {
+		return // the worker is stopping; the next one resumes
+	}
+	logger.Info("Backup stopped; it starts again", "reason", reason, "message", msg, "retryIn", r.RetryInterval)
+	if err := r.patchStatus(ctx, live, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
+		setCondition(&s.CommonStatus, isb.Generation, oadpv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+	}); err != nil {
+		logger.Error(err, "Failed to update status")
+	}
+	key := client.ObjectKeyFromObject(isb)
+	time.AfterFunc(r.RetryInterval, func() { r.wakeUp(key) })
+}
+
+// indexEntries are the images a commit records: each image copied now and, for an image that
+// failed now, the copy an earlier run of the backup stored, if there is one. An image once
+// stored stays in the backup rather than leave it (and its blobs with the next collection)
+// because a later run could not read it again; kept lists those images.
+func indexEntries(items []*work, previous []imagestore.Entry) (entries []imagestore.Entry, kept []*work) {
+	earlier := make(map[[3]string]imagestore.Entry, len(previous))
+	for _, e := range previous {
+		earlier[[3]string{e.Namespace, e.ImageStream, e.Reference}] = e
+	}
+	for _, it := range items {
+		if it.failed == nil {
+			entries = append(entries, it.entry)
+			continue
+		}
+		if e, ok := earlier[[3]string{it.ns, it.is.Name, it.ref.DockerImageReference}]; ok {
+			e.Tags = it.ref.Tags
+			entries = append(entries, e)
+			kept = append(kept, it)
+		}
+	}
+	return entries, kept
 }
 
 // finishBackup writes a terminal phase, unless the worker is shutting down: then the backup
@@ -457,39 +598,68 @@ func (r *BackupReconciler) finishBackup(ctx context.Context, logger logr.Logger,
 	recordEnd(r.Recorder, logger, live, "Backup", string(phase), completed, msg, start)
 }
 
+// reconcileDelete carries out spec.deleteStoredImages: it stops a running copy, removes the
+// backup's index if this ImageStreamsBackup wrote it, waits for a garbage collection of the
+// location that started after that, and then deletes the ImageStreamsBackup. Every step can
+// be repeated, so a worker that restarts halfway finishes the job.
 func (r *BackupReconciler) reconcileDelete(ctx context.Context, isb *oadpv1alpha1.ImageStreamsBackup) (ctrl.Result, error) {
 	key := client.ObjectKeyFromObject(isb)
 	if r.runner.running(key) {
 		r.runner.cancel(key)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	if !controllerutil.ContainsFinalizer(isb, Finalizer) {
-		return ctrl.Result{}, nil
+	deleting := func(reason, msg string) error {
+		return r.patchStatus(ctx, isb, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
+			s.Phase = oadpv1alpha1.BackupPhaseDeleting
+			setCondition(&s.CommonStatus, isb.Generation, oadpv1alpha1.ConditionReady, metav1.ConditionFalse, reason, msg)
+		})
 	}
-	logger := log.FromContext(ctx)
-	store, reason, err := r.openStore(ctx, r.APIReader, isb.Spec.BackupLocation)
+	loc, reason, err := r.resolveLocation(ctx, r.APIReader, isb.Spec.BackupLocation)
 	if err != nil {
-		// The location is gone: nothing can be removed, and keeping the finalizer would only
-		// block the deletion. What is stored stays for GC from another backup's deletion.
-		r.Recorder.Eventf(isb, nil, corev1.EventTypeWarning, reason, "Delete", "Could not remove the stored backup: %v", err)
-	} else {
-		defer store.Close()
-		if err := store.DeleteBackup(ctx, isb.Name); err != nil {
-			return ctrl.Result{}, err
-		}
-		rep, err := store.GC(ctx, 0)
-		switch {
-		case err != nil:
-			r.Recorder.Eventf(isb, nil, corev1.EventTypeWarning, "GCFailed", "Delete", "Removed the backup's index; collecting unused blobs failed: %v", err)
-		case rep.Deferred:
-			r.Recorder.Eventf(isb, nil, corev1.EventTypeNormal, "Deleted", "Delete", "Removed the backup's index; unused blobs are collected after the running backups %v", rep.Running)
-		default:
-			r.Recorder.Eventf(isb, nil, corev1.EventTypeNormal, "Deleted", "Delete", "Removed the backup's index and %d unused blobs (%d bytes)", rep.Deleted, rep.DeletedBytes)
-			logger.Info("Backup deleted", "blobsDeleted", rep.Deleted, "bytesFreed", rep.DeletedBytes)
-		}
+		return ctrl.Result{RequeueAfter: r.RetryInterval}, deleting(reason, "cannot delete the stored backup yet: "+err.Error())
 	}
-	controllerutil.RemoveFinalizer(isb, Finalizer)
-	return ctrl.Result{}, r.Update(ctx, isb)
+	if err := r.deleteIndex(ctx, isb, loc); err != nil {
+		return ctrl.Result{RequeueAfter: r.RetryInterval}, deleting(ReasonStoreUnavailable, "cannot delete the stored backup yet: "+err.Error())
+	}
+	done, rep, waiting := r.collector.collect(loc, key)
+	if !done {
+		msg := "removed the backup's index; collecting the blobs no other backup uses"
+		if waiting != "" {
+			msg += " (" + waiting + ")"
+		}
+		// The collector wakes this resource when it is done; the requeue is a safety net.
+		return ctrl.Result{RequeueAfter: max(r.RetryInterval, time.Minute)}, deleting(ReasonDeleting, msg)
+	}
+	r.Recorder.Eventf(isb, nil, corev1.EventTypeNormal, "Deleted", "Delete", "Deleted the stored backup; the garbage collection removed %d blobs (%d bytes) that no other backup used", rep.Deleted, rep.DeletedBytes)
+	log.FromContext(ctx).Info("Stored backup deleted", "blobsDeleted", rep.Deleted, "bytesFreed", rep.DeletedBytes)
+	err = r.Delete(ctx, isb, client.Preconditions{UID: &isb.UID})
+	return ctrl.Result{}, client.IgnoreNotFound(err)
+}
+
+// deleteIndex removes isb's stored index, unless another ImageStreamsBackup wrote it: that one
+// is kept, with an event.
+func (r *BackupReconciler) deleteIndex(ctx context.Context, isb *oadpv1alpha1.ImageStreamsBackup, loc *location.Location) error {
+	store, err := openLocation(ctx, loc)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	_, meta, err := store.ReadIndexWithMeta(ctx, isb.Name)
+	switch {
+	case errors.Is(err, imagestore.ErrNotFound):
+		return nil
+	case err != nil:
+		return err
+	case !wroteIndex(isb, meta):
+		r.Recorder.Eventf(isb, nil, corev1.EventTypeWarning, ReasonBackupExists, "Delete",
+			"Kept the stored backup %s: another ImageStreamsBackup wrote it", isb.Name)
+		return nil
+	}
+	if err := store.DeleteBackup(ctx, isb.Name); err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("Stored index deleted", "backup", isb.Name, "location", loc.Describe())
+	return nil
 }
 
 func (r *BackupReconciler) patchStatus(ctx context.Context, isb *oadpv1alpha1.ImageStreamsBackup, mutate func(*oadpv1alpha1.ImageStreamsBackupStatus)) error {

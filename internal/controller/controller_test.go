@@ -199,7 +199,12 @@ func TestBackupAndRestoreRoundTrip(t *testing.T) {
 	}
 }
 
-func counterValue(t *testing.T, name, kind string) (sum float64) {
+func counterValue(t *testing.T, name, kind string) float64 {
+	return labeledCounter(t, name, "kind", kind)
+}
+
+// labeledCounter sums the counters of metric name whose label has value.
+func labeledCounter(t *testing.T, name, label, value string) (sum float64) {
 	families, err := metrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +215,7 @@ func counterValue(t *testing.T, name, kind string) (sum float64) {
 		}
 		for _, m := range f.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "kind" && l.GetValue() == kind {
+				if l.GetName() == label && l.GetValue() == value {
 					sum += m.GetCounter().GetValue()
 				}
 			}

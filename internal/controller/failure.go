@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -20,11 +21,19 @@ const (
 	ReasonRegistryUnavailable = "RegistryUnavailable"
 	ReasonInvalidReference    = "InvalidReference"
 	ReasonCopyFailed          = "CopyFailed"
+	// ReasonExternalImage: the image is not in the internal registry. Only the cluster's own
+	// images are backed up, and the worker's credentials go to no other registry.
+	ReasonExternalImage = "ExternalImage"
 )
+
+// errExternalImage marks an image outside the internal registry.
+var errExternalImage = errors.New("only images of the internal registry are backed up")
 
 // failureReason classifies a copy error for status.failures.
 func failureReason(err error) string {
 	switch {
+	case errors.Is(err, errExternalImage):
+		return ReasonExternalImage
 	case errors.Is(err, bucket.ErrNoSpace):
 		return ReasonStoreFull
 	case errors.Is(err, bucket.ErrDenied):
@@ -61,6 +70,29 @@ func failureReason(err error) string {
 	return ReasonCopyFailed
 }
 
+// note adds suffix to the message of the listed failure of ref, if it is listed.
+func (f *failures) note(namespace, imageStream, ref, suffix string) {
+	for i := range f.list {
+		if l := &f.list[i]; l.Namespace == namespace && l.ImageStream == imageStream && l.DockerImageReference == ref {
+			l.Message = clip(l.Message, maxMessage-len(suffix)) + suffix
+		}
+	}
+}
+
+// maxMessage is the longest message the API takes in status.failures.
+const maxMessage = 1024
+
+// clip cuts s to at most n bytes, at a character boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
 // failures is a bounded list of per-image failures.
 type failures struct {
 	list  []oadpv1alpha1.ImageFailure
@@ -74,7 +106,7 @@ func (f *failures) add(namespace, imageStream, ref string, err error) {
 	}
 	msg := err.Error()
 	if len(msg) > 1000 {
-		msg = msg[:1000] + "..."
+		msg = clip(msg, 1000) + "..."
 	}
 	f.list = append(f.list, oadpv1alpha1.ImageFailure{
 		Namespace: namespace, ImageStream: imageStream, DockerImageReference: ref,

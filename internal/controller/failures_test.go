@@ -74,6 +74,8 @@ func TestLocationAndRegistryProblemsShowAsConditions(t *testing.T) {
 		{"a credentials Secret that is not an AWS credentials file", inline("malformed"), location.ReasonInvalidLocation, "loading AWS credentials"},
 	}
 	secrets.Store("AKIA-SECRET-KEY-ID", true)
+	c.vouchFor("no-such-secret", c.s3.URL)
+	c.vouchFor("malformed", c.s3.URL)
 	c.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "malformed", Namespace: c.ns},
 		Data: map[string][]byte{"cloud": []byte("[default\naws_access_key_id = AKIA-SECRET-KEY-ID\n")}})
 	var objs []*oadpv1alpha1.ImageStreamsBackup
@@ -189,6 +191,7 @@ func TestALocationThatStopsTakingWritesFailsTheBackup(t *testing.T) {
 				},
 			})
 			c.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: c.ns}, Data: map[string][]byte{"cloud": c.s3.CredentialsFile("default")}})
+			c.vouchFor("creds", proxy.URL)
 			isb := newBackup(c.ns, "refused", streams...)
 			isb.Spec.BackupLocation = &oadpv1alpha1.BackupLocation{Velero: &oadpv1alpha1.VeleroLocation{
 				Provider:      "aws",
@@ -247,6 +250,7 @@ func TestAWorkerMissingARightSaysWhich(t *testing.T) {
 	}
 	c.startWorker(c.workerOptions())
 	c.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: c.ns}, Data: map[string][]byte{"cloud": c.s3.CredentialsFile("default")}})
+	c.vouchFor("creds", c.s3.URL)
 	isb := newBackup(c.ns, "no-secrets", oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r, "latest")}})
 	isb.Spec.BackupLocation = &oadpv1alpha1.BackupLocation{Velero: &oadpv1alpha1.VeleroLocation{
 		Provider:      "aws",

@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
@@ -119,7 +120,19 @@ func TestAppendingImagesAfterCompletionCopiesOnlyThem(t *testing.T) {
 	}
 }
 
-func TestDeletingABackupRemovesWhatOnlyItUsed(t *testing.T) {
+// requestDeletion sets spec.deleteStoredImages, as `velero backup delete` does through the plugin.
+func requestDeletion(t *testing.T, isb *oadpv1alpha1.ImageStreamsBackup) {
+	t.Helper()
+	if err := env.Client.Patch(context.Background(), isb, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"deleteStoredImages":true}}`))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func gone(ns, name string) *oadpv1alpha1.ImageStreamsBackup {
+	return &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+}
+
+func TestDeletingABackupsStoredImagesRemovesWhatOnlyItUsed(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
 	base := layerList(t, 2)
@@ -133,10 +146,8 @@ func TestDeletingABackupRemovesWhatOnlyItUsed(t *testing.T) {
 	waitFor(t, b1, 30*time.Second, "b1 Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
 	waitFor(t, b2, 30*time.Second, "b2 Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
 
-	if err := env.Client.Delete(ctx, b1); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "b1"}}, 30*time.Second, "b1 gone", func(*oadpv1alpha1.ImageStreamsBackup) bool { return false }, allowGone)
+	requestDeletion(t, b1)
+	waitFor(t, gone(c.ns, "b1"), 30*time.Second, "b1 gone", func(*oadpv1alpha1.ImageStreamsBackup) bool { return false }, allowGone)
 	store := c.store()
 	if names := must(store.Backups(ctx)); len(names) != 1 || names[0] != "b2" {
 		t.Errorf("backups after deleting b1: %v, want [b2]", names)
@@ -224,6 +235,14 @@ func TestABackupNeverOverwritesAnotherOnesIndex(t *testing.T) {
 	}
 	if after := must(c.store().ReadIndex(ctx, "taken")); len(after) != 1 || after[0].Descriptor.Digest != before[0].Descriptor.Digest {
 		t.Errorf("the stored index changed: %+v", after)
+	}
+
+	// Deleting the one that failed, its stored images with it as Velero's deletion would,
+	// leaves the other one's index: it never wrote it.
+	requestDeletion(t, again)
+	waitFor(t, gone(c.ns, "taken"), 30*time.Second, "the failed one gone", func(*oadpv1alpha1.ImageStreamsBackup) bool { return false }, allowGone)
+	if _, err := c.store().Verify(ctx, "taken"); err != nil {
+		t.Errorf("the other backup's index after the failed one was deleted: %v", err)
 	}
 }
 

@@ -24,8 +24,16 @@ var (
 		Help:    "Duration of backups and restores from start to terminal phase.",
 		Buckets: prometheus.ExponentialBuckets(1, 4, 10),
 	}, []string{"kind", "phase"})
+	gcRuns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "imagestreams_backup_gc_runs_total",
+		Help: "Garbage collections of a location, by result (completed, deferred while backups were in progress, or failed).",
+	}, []string{"result"})
+	gcBlobsDeleted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "imagestreams_backup_gc_blobs_deleted_total",
+		Help: "Blobs that garbage collections removed because no backup referenced them.",
+	})
 )
 
 func init() {
-	metrics.Registry.MustRegister(bytesCopied, bytesSkipped, imagesProcessed, runDuration)
+	metrics.Registry.MustRegister(bytesCopied, bytesSkipped, imagesProcessed, runDuration, gcRuns, gcBlobsDeleted)
 }

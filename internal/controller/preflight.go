@@ -18,15 +18,33 @@ import (
 // openStore resolves a backupLocation and opens its store. The reason names what is wrong
 // for a condition; errors never carry credentials.
 func (c *Config) openStore(ctx context.Context, reader client.Reader, loc *oadpv1alpha1.BackupLocation) (*imagestore.Store, string, error) {
+	l, reason, err := c.resolveLocation(ctx, reader, loc)
+	if err != nil {
+		return nil, reason, err
+	}
+	store, err := openLocation(ctx, l)
+	if err != nil {
+		return nil, location.ReasonInvalidLocation, err
+	}
+	return store, "", nil
+}
+
+// resolveLocation resolves a backupLocation, with the condition reason of what is wrong.
+func (c *Config) resolveLocation(ctx context.Context, reader client.Reader, loc *oadpv1alpha1.BackupLocation) (*location.Location, string, error) {
 	l, err := location.Resolve(ctx, reader, c.VeleroNamespace, loc)
 	if err != nil {
 		return nil, location.Reason(err, ReasonStoreUnavailable), err
 	}
+	return l, "", nil
+}
+
+// openLocation opens a resolved location's store.
+func openLocation(ctx context.Context, l *location.Location) (*imagestore.Store, error) {
 	b, err := bucket.Open(ctx, l.Bucket)
 	if err != nil {
-		return nil, location.ReasonInvalidLocation, fmt.Errorf("opening backup location %s: %w", l.Describe(), err)
+		return nil, fmt.Errorf("opening backup location %s: %w", l.Describe(), err)
 	}
-	return imagestore.New(b, l.Prefix), "", nil
+	return imagestore.New(b, l.Prefix), nil
 }
 
 // preflight checks everything a copy needs before it starts, so that a missing Secret or an
@@ -44,6 +62,7 @@ func (c *Config) preflight(ctx context.Context, reader client.Reader, loc *oadpv
 	if err != nil {
 		return nil, opts, "", ReasonRegistryNotConfigured, fmt.Errorf("registry host %q: %w", host, err)
 	}
+	opts.AuthHost = reg.RegistryStr()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := copier.Ping(pctx, reg, opts); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -93,7 +94,7 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			setCondition(&s.CommonStatus, isr.Generation, oadpv1alpha1.ConditionReady, metav1.ConditionFalse, reason, err.Error())
 		})
 	}
-	entries, err := store.ReadIndexWithParts(ctx, isr.Spec.BackupName())
+	backup, err := store.ReadBackup(ctx, isr.Spec.BackupName())
 	if err != nil {
 		store.Close()
 		reason := ReasonStoreUnavailable
@@ -113,7 +114,7 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	r.runner.start(req.NamespacedName, func(jctx context.Context, canceledByUser func() bool) {
 		defer store.Close()
 		ctx := log.IntoContext(jctx, log.FromContext(ctx))
-		r.runRestore(ctx, canceledByUser, snapshot, store, entries, opts, host)
+		r.runRestore(ctx, canceledByUser, snapshot, store, backup, opts, host)
 	})
 	return ctrl.Result{}, nil
 }
@@ -176,11 +177,11 @@ func selectImages(spec *oadpv1alpha1.ImageStreamsRestoreSpec, entries []imagesto
 	return groups
 }
 
-func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func() bool, isr *oadpv1alpha1.ImageStreamsRestore, store *imagestore.Store, entries []imagestore.Entry, opts copier.Options, host string) {
+func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func() bool, isr *oadpv1alpha1.ImageStreamsRestore, store *imagestore.Store, backup *imagestore.Backup, opts copier.Options, host string) {
 	live := isr.DeepCopy() // status patches refresh it; isr keeps the generation this run copies
 	logger := log.FromContext(ctx).WithValues("imagestreamsrestore", client.ObjectKeyFromObject(isr))
 	start := time.Now()
-	groups := selectImages(&isr.Spec, entries)
+	groups := selectImages(&isr.Spec, backup.Entries)
 	var total int64
 	for _, g := range groups {
 		total += int64(len(g))
@@ -285,10 +286,16 @@ func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func(
 	reason, partial, allFailed := outcome(total, failed.Load())
 	phase, msg := oadpv1alpha1.RestorePhaseCompleted, fmt.Sprintf("pushed %d images: %d bytes sent, %d bytes already in the registry", total, st.BytesUploaded, st.BytesSkipped)
 	switch {
-	case allFailed:
+	case allFailed || total == 0 && len(backup.Missing) > 0:
 		phase, msg = oadpv1alpha1.RestorePhaseFailed, fmt.Sprintf("all %d images failed; see status.failures", total)
-	case partial:
+	case partial || len(backup.Missing) > 0:
 		phase, msg = oadpv1alpha1.RestorePhasePartiallyFailed, fmt.Sprintf("pushed %d of %d images; %d failed, see status.failures", done.Load(), total, failed.Load())
+	}
+	if len(backup.Missing) > 0 {
+		// The images of a missing part are not even listed: the restore says which part.
+		reason = ReasonBackupPartMissing
+		msg = fmt.Sprintf("backup %s is missing parts %s from the location, so their images were not restored; %s",
+			isr.Spec.BackupName(), strings.Join(backup.Missing, ", "), msg)
 	}
 	r.finishRestore(ctx, logger, isr, live, canceledByUser, phase, reason, msg, setProgress, fails, start)
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -20,6 +21,10 @@ import (
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
 )
+
+// defaultGCDelay is how long a garbage collection waits for more requests: `velero backup
+// delete` marks the parts of a backup one after another within moments.
+const defaultGCDelay = 3 * time.Second
 
 // ManagerOptions configure NewManager.
 type ManagerOptions struct {
@@ -61,6 +66,9 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (manager.Manager, error) {
 	}
 	o.Registry.slots = make(chan struct{}, jobs)
 	o.progressWrites = newProgressLimiter(o.ProgressInterval)
+	if o.GCDelay <= 0 {
+		o.GCDelay = defaultGCDelay
+	}
 	scheme, err := Scheme()
 	if err != nil {
 		return nil, err

@@ -23,11 +23,15 @@ const (
 	ReasonFailed                 = "Failed"
 	ReasonCanceled               = "Canceled"
 	ReasonBackupNotFound         = "BackupNotFound"
-	ReasonBackupExists           = "BackupExists"
-	ReasonStoreUnavailable       = "StoreUnavailable"
-	ReasonStoreFull              = "StoreFull"
-	ReasonStoreDenied            = "StoreDenied"
-	ReasonRegistryNotConfigured  = "RegistryNotConfigured"
+	// ReasonBackupPartMissing: a split backup lists a part the location does not hold.
+	ReasonBackupPartMissing     = "BackupPartMissing"
+	ReasonBackupExists          = "BackupExists"
+	ReasonStoreUnavailable      = "StoreUnavailable"
+	ReasonStoreFull             = "StoreFull"
+	ReasonStoreDenied           = "StoreDenied"
+	ReasonRegistryNotConfigured = "RegistryNotConfigured"
+	// ReasonDeleting: spec.deleteStoredImages is being carried out.
+	ReasonDeleting = "Deleting"
 )
 
 func setCondition(s *oadpv1alpha1.CommonStatus, generation int64, typ string, status metav1.ConditionStatus, reason, message string) {

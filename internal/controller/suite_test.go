@@ -42,7 +42,9 @@ import (
 
 var env *testenv.Environment
 
-func TestMain(m *testing.M) { testenv.Main(m, &env) }
+// The worker's tests delete resources and namespaces: the garbage collector and namespace
+// controller run beside the API server, as in a cluster.
+func TestMain(m *testing.M) { testenv.MainWith(m, &env, testenv.Options{ControllerManager: true}) }
 
 // secrets collects every credential the tests hand the worker, to check that none leaks.
 var secrets sync.Map
@@ -75,6 +77,21 @@ func newCluster(t *testing.T) *cluster {
 	})
 	c.bindGeneratedRole()
 	return c
+}
+
+// vouchFor adds a BackupStorageLocation that uses Secret secret (key cloud) with the S3
+// endpoint s3URL, as an administrator does, so that inline locations may use the Secret there.
+func (c *cluster) vouchFor(secret, s3URL string) {
+	c.t.Helper()
+	c.create(&velerov1.BackupStorageLocation{
+		ObjectMeta: metav1.ObjectMeta{Name: "uses-" + secret, Namespace: c.ns},
+		Spec: velerov1.BackupStorageLocationSpec{
+			Provider:    "aws",
+			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: "velero", Prefix: "uses-" + secret}},
+			Config:      map[string]string{"region": c.s3.Region, "s3Url": s3URL, "s3ForcePathStyle": "true"},
+			Credential:  &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: "cloud"},
+		},
+	})
 }
 
 func (c *cluster) create(o ctrl.Object) {
@@ -130,7 +147,7 @@ func (c *cluster) workerOptions() controller.ManagerOptions {
 		Config: controller.Config{
 			Namespace:        c.ns,
 			Registry:         controller.Registry{Host: c.registry.Host, TokenFile: token, Username: c.registry.Username, Jobs: 4},
-			ProgressInterval: 100 * time.Millisecond, RetryInterval: 200 * time.Millisecond,
+			ProgressInterval: 100 * time.Millisecond, RetryInterval: 200 * time.Millisecond, GCDelay: 300 * time.Millisecond,
 		},
 		MetricsAddress: "0", HealthProbeAddress: "0", SeveralPerProcess: true,
 	}
@@ -208,7 +225,10 @@ func (c *cluster) auth() remote.Option {
 }
 
 // store opens the BackupStorageLocation's store directly, as an administrator would.
-func (c *cluster) store() *imagestore.Store {
+func (c *cluster) store() *imagestore.Store { return c.storeAt("cluster-a") }
+
+// storeAt opens the store under prefix in the S3 server's bucket.
+func (c *cluster) storeAt(prefix string) *imagestore.Store {
 	c.t.Helper()
 	b, err := bucket.Open(context.Background(), bucket.Config{Provider: "aws", Bucket: "velero",
 		Config:      map[string]string{"region": c.s3.Region, "s3Url": c.s3.URL, "s3ForcePathStyle": "true"},
@@ -216,7 +236,7 @@ func (c *cluster) store() *imagestore.Store {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	s := imagestore.New(b, "cluster-a")
+	s := imagestore.New(b, prefix)
 	c.t.Cleanup(func() { s.Close() })
 	return s
 }

@@ -403,7 +403,7 @@ func TestCorruptBlobInTheBucketFailsVerifyAndRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.store.WriteIndex(ctx, "b1", []imagestore.Entry{{Namespace: "app", ImageStream: "img", Tags: []string{"latest"}, Descriptor: desc}}, 1); err != nil {
+	if err := f.store.WriteIndex(ctx, "b1", []imagestore.Entry{{Namespace: "app", ImageStream: "img", Tags: []string{"latest"}, Descriptor: desc}}, imagestore.IndexMeta{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Verify(ctx, "b1"); err != nil {

@@ -113,7 +113,7 @@ func TestBackupAndRestoreThroughAFaultyNetwork(t *testing.T) {
 		entries = append(entries, imagestore.Entry{Namespace: "app", ImageStream: strings.TrimPrefix(path, "app/"), Descriptor: desc})
 	}
 	t.Logf("backup in %v through %s", time.Since(start).Round(time.Millisecond), pull.Counts())
-	if err := f.store.WriteIndex(ctx, "faulty", entries, 1); err != nil {
+	if err := f.store.WriteIndex(ctx, "faulty", entries, imagestore.IndexMeta{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.store.Verify(ctx, "faulty"); err != nil {

@@ -184,7 +184,7 @@ func backUp(ctx context.Context, t *testing.T, store *imagestore.Store, backup s
 		}
 		return err
 	}
-	return pending.Commit(ctx, []imagestore.Entry{{Namespace: "app", ImageStream: "img", Descriptor: desc}}, 1)
+	return pending.Commit(ctx, []imagestore.Entry{{Namespace: "app", ImageStream: "img", Descriptor: desc}}, imagestore.IndexMeta{})
 }
 
 // assertCollectable checks that the failed backup wrote no index and that GC then leaves

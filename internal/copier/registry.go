@@ -39,6 +39,9 @@ type Options struct {
 	// Auth authenticates to the registry; anonymous when nil. authn.FromConfig builds bearer
 	// token and basic authenticators.
 	Auth authn.Authenticator
+	// AuthHost, when set, is the only registry (host[:port]) Auth is sent to: every other one
+	// is reached anonymously, so that credentials never go to a registry a resource names.
+	AuthHost string
 	// CACert is a PEM bundle trusted in addition to the system's roots.
 	CACert []byte
 	// Insecure skips TLS verification and allows plain HTTP. Only for registries that cannot
@@ -74,11 +77,19 @@ func (o *Options) backoff() remote.Backoff {
 	return defaultBackoff
 }
 
-func (o *Options) auth() authn.Authenticator {
-	if o.Auth != nil {
-		return o.Auth
+// authFor is the authenticator for registry host.
+func (o *Options) authFor(host string) authn.Authenticator {
+	if o.Auth == nil || o.AuthHost != "" && host != o.AuthHost {
+		return authn.Anonymous
 	}
-	return authn.Anonymous
+	return o.Auth
+}
+
+// keychain resolves authFor for go-containerregistry's remote package.
+type keychain struct{ o *Options }
+
+func (k keychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
+	return k.o.authFor(r.RegistryStr()), nil
 }
 
 func (o *Options) nameOptions() []name.Option {
@@ -163,7 +174,7 @@ var retryStatusCodes = []int{http.StatusRequestTimeout, http.StatusTooManyReques
 
 // remoteOptions configure go-containerregistry's remote package to retry as the copier does.
 func (o *Options) remoteOptions() []remote.Option {
-	return []remote.Option{remote.WithAuth(o.auth()), remote.WithJobs(o.jobs()), remote.WithRetryBackoff(o.backoff()),
+	return []remote.Option{remote.WithAuthFromKeychain(keychain{o}), remote.WithJobs(o.jobs()), remote.WithRetryBackoff(o.backoff()),
 		remote.WithRetryPredicate(transient), remote.WithRetryStatusCodes(retryStatusCodes...)}
 }
 
@@ -192,7 +203,7 @@ func (p *puller) transport(ctx context.Context, repo name.Repository) (http.Roun
 	if t, ok := p.transports[repo.String()]; ok {
 		return t, nil
 	}
-	t, err := transport.NewWithContext(ctx, repo.Registry, p.opts.auth(), p.rt, []string{repo.Scope(transport.PullScope)})
+	t, err := transport.NewWithContext(ctx, repo.Registry, p.opts.authFor(repo.RegistryStr()), p.rt, []string{repo.Scope(transport.PullScope)})
 	if err != nil {
 		return nil, fmt.Errorf("authenticating to %s: %w", repo, err)
 	}
@@ -326,6 +337,6 @@ func Ping(ctx context.Context, reg name.Registry, opts Options) error {
 	if err != nil {
 		return err
 	}
-	_, err = transport.NewWithContext(ctx, reg, opts.auth(), rt, nil)
+	_, err = transport.NewWithContext(ctx, reg, opts.authFor(reg.RegistryStr()), rt, nil)
 	return err
 }

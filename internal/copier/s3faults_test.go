@@ -106,7 +106,7 @@ func TestBackupToAFaultyS3(t *testing.T) {
 		}
 		entries = append(entries, imagestore.Entry{Namespace: "app", ImageStream: fmt.Sprintf("big-%d", i), Descriptor: desc})
 	}
-	if err := store.WriteIndex(ctx, "faulty", entries, 1); err != nil {
+	if err := store.WriteIndex(ctx, "faulty", entries, imagestore.IndexMeta{}); err != nil {
 		t.Fatalf("writing the index through %s: %v", proxy.Counts(), err)
 	}
 	t.Logf("backup of %d MiB in %v through %s; %d part uploads", c.Stats().BytesUploaded>>20, time.Since(start).Round(time.Millisecond), proxy.Counts(), parts.Load())

@@ -30,6 +30,12 @@ type hostileBucket struct {
 	keys    []string
 	read    map[string]int64 // bytes served per key
 	opens   map[string]int   // readers opened per key
+
+	// deleteDelay slows every delete down; refuseWrites, when set, fails the writes of the
+	// keys it returns true for.
+	deleteDelay  time.Duration
+	refuseWrites func(key string) bool
+	deletes      int
 }
 
 type object struct {
@@ -240,6 +246,9 @@ func (w *hostileWriter) Close() error {
 	}
 	w.b.mu.Lock()
 	defer w.b.mu.Unlock()
+	if w.b.refuseWrites != nil && w.b.refuseWrites(w.key) {
+		return errors.New("write refused")
+	}
 	w.b.objects[w.key] = &object{data: w.buf.Bytes(), size: int64(w.buf.Len())}
 	return nil
 }
@@ -259,7 +268,12 @@ func (b *hostileBucket) Copy(_ context.Context, dst, src string, _ *driver.CopyO
 func (b *hostileBucket) Delete(_ context.Context, key string, _ *driver.DeleteOptions) error {
 	b.touch(key)
 	b.mu.Lock()
+	delay := b.deleteDelay
+	b.mu.Unlock()
+	time.Sleep(delay)
+	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.deletes++
 	if _, ok := b.objects[key]; !ok {
 		return errNoObject
 	}

@@ -39,7 +39,7 @@ func FuzzParseIndex(f *testing.F) {
 			}
 		}
 		// What was accepted survives a round trip unchanged.
-		again, err := imagestore.MarshalIndex(entries, 1)
+		again, err := imagestore.MarshalIndex(entries, imagestore.IndexMeta{})
 		if err != nil {
 			t.Fatal(err)
 		}

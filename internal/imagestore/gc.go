@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -18,18 +19,30 @@ import (
 // never deletes a blob that a running backup found present and decided not to upload:
 //
 //   - a backup writes backups/<name>/pending.json, then looks for gc.json; if a collection is
-//     running it waits for it to end. It refreshes its marker while it runs.
+//     running it waits for it to end.
 //   - GC writes gc.json, then looks for pending markers; if any backup is running it sweeps
 //     nothing and reports that it deferred.
 //
 // Whichever writes second sees the other's marker (object stores read their own writes), so a
-// sweep and a backup never overlap. A marker not refreshed within StaleAfter belongs to a
-// process that died and is ignored.
+// sweep and a backup never overlap. A marker not refreshed within its staleness time belongs
+// to a process that died and is ignored; each holder therefore refreshes its own marker in the
+// background (a lease) and acts on it only while it is certain the marker stayed fresh: GC
+// stops sweeping, and a backup checks before committing that nothing it relies on was
+// collected, once that is no longer certain.
 
 // DefaultStaleAfter is how long a marker counts without being refreshed.
 const DefaultStaleAfter = 30 * time.Minute
 
 const gcKey = "gc.json"
+
+var (
+	// ErrLeaseLost is returned by GC when it could not keep its marker fresh: a backup may have
+	// started meanwhile, so it stopped sweeping.
+	ErrLeaseLost = errors.New("the garbage collection marker could not be kept fresh; sweeping stopped")
+	// ErrBlobsCollected is returned by Commit when the backup's marker went stale and a
+	// collection removed a blob the backup counted on; the backup must copy again.
+	ErrBlobsCollected = errors.New("a garbage collection removed blobs while the backup's in-progress marker was stale")
+)
 
 type marker struct {
 	Heartbeat time.Time `json:"heartbeat"`
@@ -77,15 +90,84 @@ func (s *Store) freshMarker(ctx context.Context, key string, staleAfter time.Dur
 	return markerFresh(raw, time.Now(), staleAfter), nil
 }
 
-// Pending is a backup in progress: while it exists, GC sweeps nothing.
-type Pending struct {
+// lease is a marker its holder keeps fresh in the background. It renews the marker every
+// quarter of staleAfter and counts as held while the last renewal is less than half of
+// staleAfter old, which leaves the other half for clocks that disagree.
+type lease struct {
 	s          *Store
-	name       string
+	key        string
 	staleAfter time.Duration
+
+	mu      sync.Mutex
+	renewed time.Time // the start of the last successful write, on the monotonic clock
+
+	stop context.CancelFunc
+	done chan struct{}
 }
 
-// Begin marks backup name as in progress, waiting while a garbage collection runs. Call
-// Refresh more often than staleAfter, and Commit or Abort at the end.
+// takeLease writes the marker at key and keeps it fresh until release or ctx ends.
+func (s *Store) takeLease(ctx context.Context, key string, staleAfter time.Duration) (*lease, error) {
+	l := &lease{s: s, key: key, staleAfter: staleAfter, done: make(chan struct{})}
+	if err := l.renew(ctx); err != nil {
+		return nil, err
+	}
+	ctx, l.stop = context.WithCancel(ctx)
+	go func() {
+		defer close(l.done)
+		t := time.NewTicker(staleAfter / 4)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_ = l.renew(ctx) // a failed renewal shows in held
+			}
+		}
+	}()
+	return l, nil
+}
+
+func (l *lease) renew(ctx context.Context) error {
+	start := time.Now()
+	if err := l.s.writeMarker(ctx, l.key); err != nil {
+		return fmt.Errorf("writing marker %s: %w", l.key, err)
+	}
+	l.mu.Lock()
+	l.renewed = start
+	l.mu.Unlock()
+	return nil
+}
+
+// held reports whether the marker certainly is still fresh for every reader.
+func (l *lease) held() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Since(l.renewed) < l.staleAfter/2
+}
+
+// release stops renewing and deletes the marker.
+func (l *lease) release(ctx context.Context) error {
+	l.stop()
+	<-l.done
+	err := l.s.bucket.Delete(ctx, l.key)
+	if err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return fmt.Errorf("removing marker %s: %w", l.key, err)
+	}
+	return nil
+}
+
+// Pending is a backup in progress: while it exists, GC sweeps nothing.
+type Pending struct {
+	s     *Store
+	name  string
+	lease *lease
+}
+
+// Begin marks backup name as in progress, waiting while a garbage collection runs, and keeps
+// the mark fresh until Commit or Abort, or until ctx ends (the mark then stays until it is
+// stale, so that the backup can resume without a collection in between). staleAfter zero
+// means DefaultStaleAfter.
 func (s *Store) Begin(ctx context.Context, name string, staleAfter time.Duration) (*Pending, error) {
 	if err := ValidateBackupName(name); err != nil {
 		return nil, err
@@ -93,48 +175,81 @@ func (s *Store) Begin(ctx context.Context, name string, staleAfter time.Duration
 	if staleAfter <= 0 {
 		staleAfter = DefaultStaleAfter
 	}
-	p := &Pending{s: s, name: name, staleAfter: staleAfter}
+	l, err := s.takeLease(ctx, backupKey(name, "pending.json"), staleAfter)
+	if err != nil {
+		return nil, fmt.Errorf("marking backup %s in progress: %w", name, err)
+	}
+	p := &Pending{s: s, name: name, lease: l}
+	if err := p.waitForGC(ctx); err != nil {
+		_ = p.Abort(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	return p, nil
+}
+
+// waitForGC returns once no collection holds the store, renewing the backup's own marker
+// first so that a collection starting later defers.
+func (p *Pending) waitForGC(ctx context.Context) error {
 	for {
-		if err := p.Refresh(ctx); err != nil {
-			return nil, err
+		if err := p.lease.renew(ctx); err != nil {
+			return fmt.Errorf("marking backup %s in progress: %w", p.name, err)
 		}
-		busy, err := s.freshMarker(ctx, gcKey, staleAfter)
+		busy, err := p.s.freshMarker(ctx, gcKey, p.lease.staleAfter)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if !busy {
-			return p, nil
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			_ = p.Abort(context.WithoutCancel(ctx))
-			return nil, ctx.Err()
+			return ctx.Err()
 		case <-time.After(time.Second):
 		}
 	}
 }
 
-// Refresh renews the marker.
-func (p *Pending) Refresh(ctx context.Context) error {
-	if err := p.s.writeMarker(ctx, backupKey(p.name, "pending.json")); err != nil {
-		return fmt.Errorf("marking backup %s in progress: %w", p.name, err)
+// Commit writes the backup's index (see WriteIndex) and removes the marker. When the marker
+// may have gone stale meanwhile, it first makes sure again that no collection runs and that
+// every blob the entries reach is stored; if one was collected it returns ErrBlobsCollected
+// and writes nothing.
+func (p *Pending) Commit(ctx context.Context, entries []Entry, meta IndexMeta) error {
+	if !p.lease.held() {
+		if err := p.waitForGC(ctx); err != nil {
+			return err
+		}
+		if err := p.s.checkStored(ctx, entries); err != nil {
+			return err
+		}
 	}
-	return nil
-}
-
-// Commit writes the backup's index (see WriteIndex) and removes the marker.
-func (p *Pending) Commit(ctx context.Context, entries []Entry, parts int) error {
-	if err := p.s.WriteIndex(ctx, p.name, entries, parts); err != nil {
+	if err := p.s.WriteIndex(ctx, p.name, entries, meta); err != nil {
 		return err
 	}
 	return p.Abort(ctx)
 }
 
+// checkStored returns ErrBlobsCollected unless every blob the entries reach is stored.
+func (s *Store) checkStored(ctx context.Context, entries []Entry) error {
+	err := s.Walk(ctx, Descriptors(entries), func(d v1.Descriptor) error {
+		if isManifest(d.MediaType) {
+			return nil // Walk reads it next
+		}
+		ok, err := s.Has(ctx, d.Digest)
+		if err == nil && !ok {
+			err = fmt.Errorf("blob %s: %w", d.Digest, ErrNotFound)
+		}
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("%w: %v", ErrBlobsCollected, err)
+	}
+	return err
+}
+
 // Abort removes the marker without writing an index; blobs already stored stay for a later
 // attempt or for GC.
 func (p *Pending) Abort(ctx context.Context) error {
-	err := p.s.bucket.Delete(ctx, backupKey(p.name, "pending.json"))
-	if err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+	if err := p.lease.release(ctx); err != nil {
 		return fmt.Errorf("removing in-progress marker of backup %s: %w", p.name, err)
 	}
 	return nil
@@ -169,10 +284,11 @@ func (s *Store) GC(ctx context.Context, staleAfter time.Duration) (GCReport, err
 	} else if busy {
 		return rep, ErrGCRunning
 	}
-	if err := s.writeMarker(ctx, gcKey); err != nil {
+	l, err := s.takeLease(ctx, gcKey, staleAfter)
+	if err != nil {
 		return rep, fmt.Errorf("marking garbage collection: %w", err)
 	}
-	defer func() { _ = s.bucket.Delete(context.WithoutCancel(ctx), gcKey) }()
+	defer func() { _ = l.release(context.WithoutCancel(ctx)) }()
 
 	running, err := s.runningBackups(ctx, staleAfter)
 	if err != nil {
@@ -214,6 +330,9 @@ func (s *Store) GC(ctx context.Context, staleAfter time.Duration) (GCReport, err
 		if live[strings.TrimPrefix(obj.Key, "blobs/sha256/")] {
 			rep.Kept++
 			continue
+		}
+		if !l.held() {
+			return rep, ErrLeaseLost
 		}
 		if err := s.bucket.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
 			return rep, fmt.Errorf("deleting %s: %w", obj.Key, err)

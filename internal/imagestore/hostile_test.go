@@ -42,8 +42,8 @@ var readers = []struct {
 		_, err := s.ReadIndex(ctx, b)
 		return err
 	}},
-	{"ReadIndexWithParts", func(ctx context.Context, s *imagestore.Store, b, _ string) error {
-		_, err := s.ReadIndexWithParts(ctx, b)
+	{"ReadBackup", func(ctx context.Context, s *imagestore.Store, b, _ string) error {
+		_, err := s.ReadBackup(ctx, b)
 		return err
 	}},
 	{"Verify", func(ctx context.Context, s *imagestore.Store, b, _ string) error {
@@ -122,7 +122,7 @@ func TestHostileIndexIsRefusedByEveryReader(t *testing.T) {
 
 // The parts of a backup share one budget: a bucket cannot make a restore read maxParts
 // indexes of MaxIndexSize each.
-func TestReadIndexWithPartsBoundsTheirTotalSize(t *testing.T) {
+func TestReadBackupBoundsThePartsTotalSize(t *testing.T) {
 	ctx := context.Background()
 	s, hb := newHostileStore(t)
 	head := fmt.Sprintf(`{"schemaVersion":2,"annotations":{%q:"1000"},"manifests":[]}`, imagestore.AnnotationParts)
@@ -134,9 +134,9 @@ func TestReadIndexWithPartsBoundsTheirTotalSize(t *testing.T) {
 			return io.MultiReader(strings.NewReader(empty), io.LimitReader(repeat(' '), imagestore.MaxIndexSize/2))
 		})
 	}
-	_, err := s.ReadIndexWithParts(ctx, "big")
+	_, err := s.ReadBackup(ctx, "big")
 	if err == nil || !strings.Contains(err.Error(), "index of backup big.2 is") {
-		t.Fatalf("ReadIndexWithParts = %v, want it to stop at part 2 for want of budget", err)
+		t.Fatalf("ReadBackup = %v, want it to stop at part 2 for want of budget", err)
 	}
 	if n := hb.bytesRead("backups/big.3/index.json"); n != 0 {
 		t.Errorf("read %d bytes of part 3 after the budget was spent", n)
@@ -156,7 +156,7 @@ func chain(t *testing.T, s *imagestore.Store, n int) v1.Descriptor {
 
 func writeIndex(t *testing.T, s *imagestore.Store, name string, d v1.Descriptor) {
 	t.Helper()
-	if err := s.WriteIndex(context.Background(), name, []imagestore.Entry{{Namespace: "app", ImageStream: "web", Tags: []string{"latest"}, Descriptor: d}}, 1); err != nil {
+	if err := s.WriteIndex(context.Background(), name, []imagestore.Entry{{Namespace: "app", ImageStream: "web", Tags: []string{"latest"}, Descriptor: d}}, imagestore.IndexMeta{}); err != nil {
 		t.Fatal(err)
 	}
 }

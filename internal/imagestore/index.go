@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -26,10 +27,33 @@ const (
 	AnnotationReference   = "oadp.openshift.io/reference"
 )
 
-// AnnotationParts on a backup's index says that the backup continues in the backups named
-// <name>.1 ... <name>.<parts-1>: an ImageStreamsBackup too large for one Kubernetes object is
-// split, each part stored as a backup of its own.
-const AnnotationParts = "oadp.openshift.io/parts"
+// Annotations on a backup's index itself.
+const (
+	// AnnotationPartNames lists, comma-separated, the backups that hold the rest of a split
+	// backup: an ImageStreamsBackup too large for one Kubernetes object is split into parts,
+	// each stored as a backup of its own. Restoring the head restores every part, and a part
+	// it lists that the store lacks is reported by name.
+	AnnotationPartNames = "oadp.openshift.io/part-names"
+	// AnnotationParts is how earlier versions recorded a split: a count of parts named
+	// <name>.1 ... <name>.<count-1>, of which those that held no image were never written.
+	// It is still read.
+	AnnotationParts = "oadp.openshift.io/parts"
+	// AnnotationWriter identifies the ImageStreamsBackup that wrote the index. Only a request
+	// from that backup deletes it.
+	AnnotationWriter = "oadp.openshift.io/writer"
+)
+
+// IndexMeta is what a backup's index records beside its images.
+type IndexMeta struct {
+	// Writer identifies the ImageStreamsBackup that wrote the index; empty in indexes written
+	// before writers were recorded.
+	Writer string
+	// Parts names the backups that hold the rest of a split backup, in order.
+	Parts []string
+	// legacyParts says Parts were derived from AnnotationParts: such a part that is missing
+	// held no image.
+	legacyParts bool
+}
 
 // MaxIndexSize bounds what is read of a backup's index.json, and of its parts' together
 // (AnnotationParts): 20,000 entries take about 10 MiB, so 64 MiB holds some 130,000 images,
@@ -63,12 +87,21 @@ func ValidateBackupName(name string) error {
 	return nil
 }
 
-// MarshalIndex encodes entries as the OCI image index stored at backups/<name>/index.json; a
-// parts count above 1 is recorded in AnnotationParts.
-func MarshalIndex(entries []Entry, parts int) ([]byte, error) {
+// MarshalIndex encodes entries and meta as the OCI image index stored at
+// backups/<name>/index.json.
+func MarshalIndex(entries []Entry, meta IndexMeta) ([]byte, error) {
+	if err := meta.validate(); err != nil {
+		return nil, err
+	}
 	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: make([]v1.Descriptor, 0, len(entries))}
-	if parts > 1 {
-		idx.Annotations = map[string]string{AnnotationParts: strconv.Itoa(parts)}
+	if meta.Writer != "" || len(meta.Parts) > 0 {
+		idx.Annotations = map[string]string{}
+	}
+	if meta.Writer != "" {
+		idx.Annotations[AnnotationWriter] = meta.Writer
+	}
+	if len(meta.Parts) > 0 {
+		idx.Annotations[AnnotationPartNames] = strings.Join(meta.Parts, ",")
 	}
 	for _, e := range entries {
 		d := v1.Descriptor{MediaType: e.Descriptor.MediaType, Digest: e.Descriptor.Digest, Size: e.Descriptor.Size,
@@ -83,37 +116,68 @@ func MarshalIndex(entries []Entry, parts int) ([]byte, error) {
 	return json.Marshal(idx)
 }
 
+// writerRE is what a writer may be: a Kubernetes uid, or a name of that alphabet.
+var writerRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+func (m *IndexMeta) validate() error {
+	if m.Writer != "" && !writerRE.MatchString(m.Writer) {
+		return fmt.Errorf("invalid writer %q", m.Writer)
+	}
+	if len(m.Parts) >= maxParts {
+		return fmt.Errorf("%d parts, more than the %d allowed", len(m.Parts), maxParts-1)
+	}
+	seen := make(map[string]bool, len(m.Parts))
+	for _, p := range m.Parts {
+		if err := ValidateBackupName(p); err != nil {
+			return fmt.Errorf("part: %w", err)
+		}
+		if seen[p] {
+			return fmt.Errorf("part %s listed twice", p)
+		}
+		seen[p] = true
+	}
+	return nil
+}
+
 // ParseIndex decodes and validates a backup's index. The bucket is not trusted: every digest
 // must be valid, every size non-negative, every media type a manifest's.
 func ParseIndex(raw []byte) ([]Entry, error) {
-	entries, _, err := parseIndex(raw)
+	entries, _, _, err := parseIndex(raw)
 	return entries, err
 }
 
 // maxParts bounds AnnotationParts, which the bucket could otherwise set to anything.
 const maxParts = 1024
 
-func parseIndex(raw []byte) ([]Entry, int, error) {
+func parseIndex(raw []byte) ([]Entry, IndexMeta, int, error) {
+	var meta IndexMeta
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 	if err != nil {
-		return nil, 0, fmt.Errorf("parsing index: %w", badEntry(raw, err))
+		return nil, meta, 0, fmt.Errorf("parsing index: %w", badEntry(raw, err))
 	}
-	parts := 1
+	count := 1
 	if p, ok := idx.Annotations[AnnotationParts]; ok {
-		if parts, err = strconv.Atoi(p); err != nil || parts < 1 || parts > maxParts {
-			return nil, 0, fmt.Errorf("parsing index: %s %q is not a count from 1 to %d", AnnotationParts, p, maxParts)
+		if count, err = strconv.Atoi(p); err != nil || count < 1 || count > maxParts {
+			return nil, meta, 0, fmt.Errorf("parsing index: %s %q is not a count from 1 to %d", AnnotationParts, p, maxParts)
 		}
+	}
+	meta.Writer = idx.Annotations[AnnotationWriter]
+	if names := idx.Annotations[AnnotationPartNames]; names != "" {
+		meta.Parts = strings.Split(names, ",")
+	}
+	if err := meta.validate(); err != nil {
+		return nil, meta, 0, fmt.Errorf("parsing index: %w", err)
 	}
 	entries := make([]Entry, 0, len(idx.Manifests))
 	for i, d := range idx.Manifests {
 		if err := validateDescriptor(d); err != nil {
-			return nil, 0, fmt.Errorf("index entry %d: %w", i, err)
+			return nil, meta, 0, fmt.Errorf("index entry %d: %w", i, err)
 		}
 		if !isManifest(d.MediaType) {
-			return nil, 0, fmt.Errorf("index entry %d (%s): media type %q is not a manifest's", i, d.Digest, d.MediaType)
+			return nil, meta, 0, fmt.Errorf("index entry %d (%s): media type %q is not a manifest's", i, d.Digest, d.MediaType)
 		}
 		if err := validateNames(d.Annotations); err != nil {
-			return nil, 0, fmt.Errorf("index entry %d (%s): %w", i, d.Digest, err)
+			return nil, meta, 0, fmt.Errorf("index entry %d (%s): %w", i, d.Digest, err)
 		}
 		e := Entry{
 			Namespace:   d.Annotations[AnnotationNamespace],
@@ -126,7 +190,7 @@ func parseIndex(raw []byte) ([]Entry, int, error) {
 		}
 		entries = append(entries, e)
 	}
-	return entries, parts, nil
+	return entries, meta, count, nil
 }
 
 var (
@@ -233,16 +297,18 @@ func Children(desc v1.Descriptor, raw []byte) ([]v1.Descriptor, error) {
 }
 
 // WriteIndex writes a backup's index: the commit point that makes the backup complete. Call it
-// only after every blob the entries reach is stored. parts above 1 says the backup continues
-// in <name>.1 ... (see AnnotationParts).
-func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry, parts int) error {
+// only after every blob the entries reach is stored.
+func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry, meta IndexMeta) error {
 	if err := ValidateBackupName(name); err != nil {
 		return err
+	}
+	if slices.Contains(meta.Parts, name) {
+		return fmt.Errorf("backup %s lists itself as a part", name)
 	}
 	if err := s.ensureLayout(ctx); err != nil {
 		return fmt.Errorf("writing oci-layout: %w", err)
 	}
-	raw, err := MarshalIndex(entries, parts)
+	raw, err := MarshalIndex(entries, meta)
 	if err != nil {
 		return err
 	}
@@ -252,66 +318,95 @@ func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry, pa
 	return nil
 }
 
-// ReadIndex reads and validates a backup's index.
+// ReadIndex reads and validates a backup's own index, without its parts.
 func (s *Store) ReadIndex(ctx context.Context, name string) ([]Entry, error) {
 	entries, _, _, err := s.readIndex(ctx, name, MaxIndexSize)
 	return entries, err
 }
 
-// ReadIndexWithParts reads a backup's index and those of its parts (AnnotationParts), in order.
-// A part that holds no image was never written and is skipped.
-func (s *Store) ReadIndexWithParts(ctx context.Context, name string) ([]Entry, error) {
-	entries, parts, read, err := s.readIndex(ctx, name, MaxIndexSize)
+// ReadIndexWithMeta reads a backup's own index and what it records beside its images.
+func (s *Store) ReadIndexWithMeta(ctx context.Context, name string) ([]Entry, IndexMeta, error) {
+	entries, meta, _, err := s.readIndex(ctx, name, MaxIndexSize)
+	return entries, meta, err
+}
+
+// Backup is a stored backup with its parts, as ReadBackup reads it.
+type Backup struct {
+	IndexMeta
+	// Entries are the images of the backup and of each of its parts, in order.
+	Entries []Entry
+	// Missing names the parts the index lists that the store does not hold.
+	Missing []string
+}
+
+// ReadBackup reads a backup's index and those of its parts. A part the index lists that the
+// store lacks is named in Missing; the caller decides what that means.
+func (s *Store) ReadBackup(ctx context.Context, name string) (*Backup, error) {
+	entries, meta, read, err := s.readIndex(ctx, name, MaxIndexSize)
 	if err != nil {
 		return nil, err
 	}
+	b := &Backup{IndexMeta: meta, Entries: entries}
 	// The parts share one budget: a bucket could otherwise declare maxParts parts of
 	// MaxIndexSize each.
 	budget := int64(MaxIndexSize) - read
-	for k := 1; k < parts; k++ {
-		more, _, n, err := s.readIndex(ctx, name+"."+strconv.Itoa(k), budget)
+	for _, part := range meta.Parts {
+		more, _, n, err := s.readIndex(ctx, part, budget)
 		if errors.Is(err, ErrNotFound) {
+			if !meta.legacyParts {
+				b.Missing = append(b.Missing, part)
+			}
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("backup %s: %w", name, err)
 		}
 		budget -= n
-		entries = append(entries, more...)
+		b.Entries = append(b.Entries, more...)
 	}
-	return entries, nil
+	return b, nil
 }
 
 // readIndex reads and parses backup name's index, reading at most max bytes, and returns its
-// entries, its parts count and the bytes read.
-func (s *Store) readIndex(ctx context.Context, name string, max int64) ([]Entry, int, int64, error) {
+// entries, what it records and the bytes read.
+func (s *Store) readIndex(ctx context.Context, name string, max int64) ([]Entry, IndexMeta, int64, error) {
+	var meta IndexMeta
 	if err := ValidateBackupName(name); err != nil {
-		return nil, 0, 0, err
+		return nil, meta, 0, err
 	}
 	r, err := s.bucket.NewReader(ctx, backupKey(name, "index.json"), nil)
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
-			return nil, 0, 0, fmt.Errorf("backup %s: %w", name, ErrNotFound)
+			return nil, meta, 0, fmt.Errorf("backup %s: %w", name, ErrNotFound)
 		}
-		return nil, 0, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
+		return nil, meta, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
 	}
 	defer r.Close()
 	if r.Size() > max {
-		return nil, 0, 0, fmt.Errorf("index of backup %s is %d bytes, more than the %d allowed", name, r.Size(), max)
+		return nil, meta, 0, fmt.Errorf("index of backup %s is %d bytes, more than the %d allowed", name, r.Size(), max)
 	}
 	// Size is only what the bucket claims: stop reading one byte past the limit regardless.
 	raw, err := io.ReadAll(io.LimitReader(r, max+1))
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
+		return nil, meta, 0, fmt.Errorf("reading index of backup %s: %w", name, err)
 	}
 	if int64(len(raw)) > max {
-		return nil, 0, 0, fmt.Errorf("index of backup %s is more than the %d bytes allowed", name, max)
+		return nil, meta, 0, fmt.Errorf("index of backup %s is more than the %d bytes allowed", name, max)
 	}
-	entries, parts, err := parseIndex(raw)
+	entries, meta, count, err := parseIndex(raw)
 	if err != nil {
-		return nil, 0, 0, fmt.Errorf("backup %s: %w", name, err)
+		return nil, meta, 0, fmt.Errorf("backup %s: %w", name, err)
 	}
-	return entries, parts, int64(len(raw)), nil
+	if len(meta.Parts) == 0 && count > 1 {
+		for k := 1; k < count; k++ {
+			meta.Parts = append(meta.Parts, name+"."+strconv.Itoa(k))
+		}
+		meta.legacyParts = true
+	}
+	if slices.Contains(meta.Parts, name) {
+		return nil, meta, 0, fmt.Errorf("backup %s lists itself as a part", name)
+	}
+	return entries, meta, int64(len(raw)), nil
 }
 
 // HasIndex reports whether backup name is complete in the store.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,10 +168,10 @@ func TestGCDeletesOnlyWhatNoBackupNeeds(t *testing.T) {
 	entry := func(img v1.Image) imagestore.Entry {
 		return imagestore.Entry{Namespace: "app", ImageStream: "is", Descriptor: storeImage(t, s, img)}
 	}
-	if err := s.WriteIndex(ctx, "a", []imagestore.Entry{entry(onlyA), entry(shared)}, 1); err != nil {
+	if err := s.WriteIndex(ctx, "a", []imagestore.Entry{entry(onlyA), entry(shared)}, imagestore.IndexMeta{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.WriteIndex(ctx, "b", []imagestore.Entry{entry(shared), entry(onlyB)}, 1); err != nil {
+	if err := s.WriteIndex(ctx, "b", []imagestore.Entry{entry(shared), entry(onlyB)}, imagestore.IndexMeta{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -197,7 +198,7 @@ func TestGCDeletesOnlyWhatNoBackupNeeds(t *testing.T) {
 		t.Errorf("GC deleted blobs while a backup was in progress")
 	}
 
-	if err := pending.Commit(ctx, []imagestore.Entry{{Namespace: "app", ImageStream: "c", Descriptor: storeImage(t, s, inProgress)}}, 1); err != nil {
+	if err := pending.Commit(ctx, []imagestore.Entry{{Namespace: "app", ImageStream: "c", Descriptor: storeImage(t, s, inProgress)}}, imagestore.IndexMeta{}); err != nil {
 		t.Fatal(err)
 	}
 	rep, err = s.GC(ctx, 0)
@@ -275,7 +276,7 @@ func TestExportIsReadByCraneAndSkopeo(t *testing.T) {
 		{Namespace: "app", ImageStream: "multi", Tags: []string{"v1"}, Descriptor: idxDesc},
 		{Namespace: "app", ImageStream: "single", Tags: []string{"latest", "old"}, Descriptor: ociDesc},
 		{Namespace: "app", ImageStream: "docker", Descriptor: dockerDesc},
-	}, 1); err != nil {
+	}, imagestore.IndexMeta{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -381,7 +382,7 @@ func TestReadIndexRefusesUntrustedContent(t *testing.T) {
 func TestIndexRoundTrip(t *testing.T) {
 	in := []imagestore.Entry{{Namespace: "app", ImageStream: "web", Tags: []string{"latest", "v1"}, Reference: "r/app/web@sha256:x",
 		Descriptor: v1.Descriptor{MediaType: types.DockerManifestSchema2, Size: 7, Digest: v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", 7)}}}}
-	raw, err := imagestore.MarshalIndex(in, 1)
+	raw, err := imagestore.MarshalIndex(in, imagestore.IndexMeta{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,26 +397,34 @@ func TestIndexRoundTrip(t *testing.T) {
 	}
 }
 
-func TestReadIndexWithParts(t *testing.T) {
+func partEntry(n int) imagestore.Entry {
+	return imagestore.Entry{Namespace: "app", ImageStream: fmt.Sprint("is", n), Descriptor: v1.Descriptor{MediaType: types.OCIManifestSchema1, Size: 1,
+		Digest: v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", n)}}}
+}
+
+// An index written by an earlier version counts its parts: those named <name>.<k> that held no
+// image were never written and are skipped.
+func TestReadBackupOfALegacySplit(t *testing.T) {
 	ctx := context.Background()
-	s, _ := newStore(t)
-	entry := func(n int) imagestore.Entry {
-		return imagestore.Entry{Namespace: "app", ImageStream: fmt.Sprint("is", n), Descriptor: v1.Descriptor{MediaType: types.OCIManifestSchema1, Size: 1,
-			Digest: v1.Hash{Algorithm: "sha256", Hex: fmt.Sprintf("%064x", n)}}}
+	s, dir := newStore(t)
+	raw, err := imagestore.MarshalIndex([]imagestore.Entry{partEntry(0)}, imagestore.IndexMeta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := strings.Replace(string(raw), `"manifests"`, fmt.Sprintf(`"annotations":{%q:"3"},"manifests"`, imagestore.AnnotationParts), 1)
+	if err := os.MkdirAll(filepath.Join(dir, "backups", "big"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "backups", "big", "index.json"), []byte(legacy), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	// Three parts, of which part 1 held no image and was never written.
-	for name, e := range map[string]imagestore.Entry{"big": entry(0), "big.2": entry(2)} {
-		parts := 1
-		if name == "big" {
-			parts = 3
-		}
-		if err := s.WriteIndex(ctx, name, []imagestore.Entry{e}, parts); err != nil {
-			t.Fatal(err)
-		}
+	if err := s.WriteIndex(ctx, "big.2", []imagestore.Entry{partEntry(2)}, imagestore.IndexMeta{}); err != nil {
+		t.Fatal(err)
 	}
-	got, err := s.ReadIndexWithParts(ctx, "big")
-	if err != nil || len(got) != 2 || got[0].ImageStream != "is0" || got[1].ImageStream != "is2" {
-		t.Errorf("ReadIndexWithParts = %+v, %v; want the head's and part 2's entries", got, err)
+	got, err := s.ReadBackup(ctx, "big")
+	if err != nil || len(got.Entries) != 2 || got.Entries[0].ImageStream != "is0" || got.Entries[1].ImageStream != "is2" || len(got.Missing) != 0 {
+		t.Errorf("ReadBackup = %+v, %v; want the head's and part 2's entries and nothing missing", got, err)
 	}
 	if only, err := s.ReadIndex(ctx, "big"); err != nil || len(only) != 1 {
 		t.Errorf("ReadIndex = %+v, %v; want the head alone", only, err)
@@ -424,6 +433,45 @@ func TestReadIndexWithParts(t *testing.T) {
 		raw := fmt.Sprintf(`{"schemaVersion":2,"annotations":{%q:%s},"manifests":[]}`, imagestore.AnnotationParts, bad)
 		if _, err := imagestore.ParseIndex([]byte(raw)); err == nil {
 			t.Errorf("ParseIndex accepted parts %s", bad)
+		}
+	}
+}
+
+// A head lists its parts by name, so a part the store lacks is reported, not taken for one that
+// held nothing.
+func TestReadBackupNamesAMissingPart(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newStore(t)
+	meta := imagestore.IndexMeta{Writer: "4b1f3c2a-0000-4000-8000-000000000001", Parts: []string{"big-part1-abc", "big-part2-abc"}}
+	if err := s.WriteIndex(ctx, "big", []imagestore.Entry{partEntry(0)}, meta); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteIndex(ctx, "big-part2-abc", []imagestore.Entry{partEntry(2)}, imagestore.IndexMeta{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ReadBackup(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Entries) != 2 || !slices.Equal(got.Missing, []string{"big-part1-abc"}) || got.Writer != meta.Writer {
+		t.Errorf("ReadBackup = %+v; want the head's and part 2's entries, part 1 missing, and the writer", got)
+	}
+	for name, bad := range map[string]imagestore.IndexMeta{
+		"a part named like no backup": {Parts: []string{"Big_Part"}},
+		"a part listed twice":         {Parts: []string{"p", "p"}},
+		"itself as a part":            {Parts: []string{"big"}},
+		"a writer with a slash":       {Writer: "../x"},
+	} {
+		if err := s.WriteIndex(ctx, "big", nil, bad); err == nil {
+			t.Errorf("WriteIndex accepted %s", name)
+		}
+	}
+	for _, bad := range []string{
+		fmt.Sprintf(`{"schemaVersion":2,"annotations":{%q:"a,../b"},"manifests":[]}`, imagestore.AnnotationPartNames),
+		fmt.Sprintf(`{"schemaVersion":2,"annotations":{%q:"a/b"},"manifests":[]}`, imagestore.AnnotationWriter),
+	} {
+		if _, err := imagestore.ParseIndex([]byte(bad)); err == nil {
+			t.Errorf("ParseIndex accepted %s", bad)
 		}
 	}
 }

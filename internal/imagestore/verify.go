@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -19,11 +20,11 @@ type VerifyReport struct {
 	Bytes  int64
 }
 
-// Verify reads every blob a backup reaches and checks that it exists and hashes to its digest.
-// The error names the first blob that does not.
+// Verify reads every blob a backup and its parts reach and checks that it exists and hashes to
+// its digest. The error names the first blob that does not, or the parts that are missing.
 func (s *Store) Verify(ctx context.Context, name string) (VerifyReport, error) {
 	var rep VerifyReport
-	entries, err := s.ReadIndex(ctx, name)
+	entries, err := s.readWhole(ctx, name)
 	if err != nil {
 		return rep, err
 	}
@@ -55,7 +56,7 @@ func (s *Store) Verify(ctx context.Context, name string) (VerifyReport, error) {
 // The blobs are those Walk reaches, each copied once and verified: a hostile index cannot make
 // the export recurse without end or copy a shared manifest over and over.
 func (s *Store) Export(ctx context.Context, name, dir string) error {
-	entries, err := s.ReadIndex(ctx, name)
+	entries, err := s.readWhole(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -83,6 +84,18 @@ func (s *Store) Export(ctx context.Context, name, dir string) error {
 		}
 	}
 	return nil
+}
+
+// readWhole reads the entries of a backup and its parts, failing when a part is missing.
+func (s *Store) readWhole(ctx context.Context, name string) ([]Entry, error) {
+	b, err := s.ReadBackup(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.Missing) > 0 {
+		return nil, fmt.Errorf("backup %s: parts %s: %w", name, strings.Join(b.Missing, ", "), ErrNotFound)
+	}
+	return b.Entries, nil
 }
 
 // exportBlob copies one verified blob into the layout through a temporary file, so that a

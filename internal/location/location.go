@@ -32,6 +32,9 @@ const (
 	ReasonInvalidLocation     = "InvalidBackupLocation"
 	// ReasonForbidden says the worker's role lacks a right it needs to read the location.
 	ReasonForbidden = "Forbidden"
+	// ReasonCredentialsNotAllowed says an inline location would send credentials to an
+	// endpoint that no BackupStorageLocation uses them with.
+	ReasonCredentialsNotAllowed = "CredentialsNotAllowed"
 )
 
 // Error is a location that cannot be used, with the condition reason that says why.
@@ -59,6 +62,11 @@ type Location struct {
 
 // Resolve reads loc (nil means Velero's default location) from the Velero namespace with c.
 // Credentials end up only in the returned Location, never in errors.
+//
+// An inline location may use a credentials Secret only with an endpoint that a
+// BackupStorageLocation of the Velero namespace uses the same Secret with: whoever may write
+// an ImageStreamsBackup must not be able to send the cluster's object store credentials to a
+// server of their choosing.
 func Resolve(ctx context.Context, c client.Reader, veleroNamespace string, loc *oadpv1alpha1.BackupLocation) (*Location, error) {
 	if loc != nil && loc.Velero != nil {
 		v := loc.Velero
@@ -68,7 +76,18 @@ func Resolve(ctx context.Context, c client.Reader, veleroNamespace string, loc *
 		if loc.Name != "" {
 			out.Name = loc.Name
 		}
-		return out, readCredentials(ctx, c, veleroNamespace, v.Credential, out)
+		if !out.Bucket.TakesCredentials() {
+			return out, nil
+		}
+		if err := readCredentials(ctx, c, veleroNamespace, v.Credential, out); err != nil {
+			return nil, err
+		}
+		if len(out.Bucket.Credentials) > 0 {
+			if err := vouchedFor(ctx, c, veleroNamespace, v.Credential, out); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
 	}
 	bsl, err := findBSL(ctx, c, veleroNamespace, loc)
 	if err != nil {
@@ -77,13 +96,47 @@ func Resolve(ctx context.Context, c client.Reader, veleroNamespace string, loc *
 	if bsl.Spec.ObjectStorage == nil {
 		return nil, fail(ReasonInvalidLocation, "BackupStorageLocation %s/%s has no objectStorage", veleroNamespace, bsl.Name)
 	}
+	out := fromBSL(bsl)
+	return out, readCredentials(ctx, c, veleroNamespace, bsl.Spec.Credential, out)
+}
+
+func fromBSL(bsl *velerov1.BackupStorageLocation) *Location {
 	out := &Location{Name: bsl.Name, Prefix: bsl.Spec.ObjectStorage.Prefix, Bucket: bucket.Config{
 		Provider: bsl.Spec.Provider, Bucket: bsl.Spec.ObjectStorage.Bucket, Config: bsl.Spec.Config, CACert: bsl.Spec.ObjectStorage.CACert,
 	}}
 	if ca := bsl.Spec.Config["caCert"]; len(out.Bucket.CACert) == 0 && ca != "" {
 		out.Bucket.CACert = []byte(ca)
 	}
-	return out, readCredentials(ctx, c, veleroNamespace, bsl.Spec.Credential, out)
+	return out
+}
+
+// vouchedFor returns nil when a BackupStorageLocation uses the credentials Secret sel (Velero's
+// default one when nil) with out's endpoint.
+func vouchedFor(ctx context.Context, c client.Reader, ns string, sel *corev1.SecretKeySelector, out *Location) error {
+	name, key := secretOf(sel)
+	list := &velerov1.BackupStorageLocationList{}
+	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("listing BackupStorageLocations in %s: %w", ns, err)
+	}
+	for i := range list.Items {
+		bsl := &list.Items[i]
+		if n, k := secretOf(bsl.Spec.Credential); n != name || k != key || bsl.Spec.ObjectStorage == nil {
+			continue
+		}
+		if fromBSL(bsl).Bucket.Endpoint() == out.Bucket.Endpoint() {
+			return nil
+		}
+	}
+	return fail(ReasonCredentialsNotAllowed, "location %s would send credentials Secret %s/%s (key %s) to %s, which no BackupStorageLocation in %s uses them with; name a BackupStorageLocation instead",
+		out.Name, ns, name, key, out.Bucket.Endpoint(), ns)
+}
+
+// secretOf is the Secret and key a credential selector names, Velero's default when it names none.
+func secretOf(sel *corev1.SecretKeySelector) (name, key string) {
+	if sel != nil && sel.Name != "" {
+		return sel.Name, sel.Key
+	}
+	return DefaultCredentialsSecret, DefaultCredentialsKey
 }
 
 func findBSL(ctx context.Context, c client.Reader, ns string, loc *oadpv1alpha1.BackupLocation) (*velerov1.BackupStorageLocation, error) {
@@ -114,10 +167,8 @@ func findBSL(ctx context.Context, c client.Reader, ns string, loc *oadpv1alpha1.
 }
 
 func readCredentials(ctx context.Context, c client.Reader, ns string, sel *corev1.SecretKeySelector, out *Location) error {
-	name, key, explicit := DefaultCredentialsSecret, DefaultCredentialsKey, false
-	if sel != nil && sel.Name != "" {
-		name, key, explicit = sel.Name, sel.Key, true
-	}
+	name, key := secretOf(sel)
+	explicit := sel != nil && sel.Name != ""
 	secret := &corev1.Secret{}
 	err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, secret)
 	switch {
@@ -147,6 +198,12 @@ func Reason(err error, fallback string) string {
 		return e.Reason
 	}
 	return fallback
+}
+
+// Key identifies the store the location reaches: two locations with the same key share their
+// blobs, whatever credentials they use.
+func (l *Location) Key() string {
+	return strings.Join([]string{l.Bucket.Endpoint(), l.Bucket.Bucket, strings.Trim(l.Prefix, "/")}, "|")
 }
 
 // Describe is a short, credential-free description of the location for messages.

@@ -37,6 +37,22 @@ func selector(name, key string) *corev1.SecretKeySelector {
 	return &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: name}, Key: key}
 }
 
+// elsewhere is loc with its inline config key set to value.
+func elsewhere(loc *oadpv1alpha1.BackupLocation, key, value string) *oadpv1alpha1.BackupLocation {
+	out := loc.DeepCopy()
+	if out.Velero.Config == nil {
+		out.Velero.Config = map[string]string{}
+	}
+	out.Velero.Config[key] = value
+	return out
+}
+
+func withoutCredential(loc *oadpv1alpha1.BackupLocation) *oadpv1alpha1.BackupLocation {
+	out := loc.DeepCopy()
+	out.Velero.Credential = nil
+	return out
+}
+
 func TestResolve(t *testing.T) {
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
@@ -57,7 +73,15 @@ func TestResolve(t *testing.T) {
 		{"the default location when none is named", []client.Object{bsl("other", false, nil), bsl("main", true, nil), secret("cloud-credentials", "cloud", "DEFAULT")},
 			nil, "bucket-main", "DEFAULT", "", ""},
 		{"no default Secret means the provider's own chain", []client.Object{bsl("main", true, nil)}, nil, "bucket-main", "", "", ""},
-		{"an inline location with its Secret", []client.Object{secret("custom", "cloud", "INLINE")}, inline, "inline-bucket", "INLINE", "", ""},
+		{"an inline location with a Secret a location uses with the same endpoint", []client.Object{bsl("main", false, selector("custom", "cloud")), secret("custom", "cloud", "INLINE")},
+			inline, "inline-bucket", "INLINE", "", ""},
+		{"an inline location with a Secret no location uses", []client.Object{secret("custom", "cloud", "INLINE")}, inline, "", "",
+			location.ReasonCredentialsNotAllowed, "would send credentials Secret openshift-adp/custom (key cloud) to aws"},
+		{"an inline location sending a location's Secret to another endpoint", []client.Object{bsl("main", false, selector("custom", "cloud")), secret("custom", "cloud", "INLINE")},
+			elsewhere(inline, "s3Url", "https://attacker.example"), "", "", location.ReasonCredentialsNotAllowed, "to aws https://attacker.example"},
+		{"an inline location sending the default Secret to another endpoint", []client.Object{bsl("main", true, nil), secret("cloud-credentials", "cloud", "DEFAULT")},
+			withoutCredential(elsewhere(inline, "s3Url", "https://attacker.example")), "", "", location.ReasonCredentialsNotAllowed, "openshift-adp/cloud-credentials"},
+		{"an inline location without credentials goes anywhere", nil, withoutCredential(elsewhere(inline, "s3Url", "https://public.example")), "inline-bucket", "", "", ""},
 		{"a missing named location", nil, &oadpv1alpha1.BackupLocation{Name: "gone"}, "", "", location.ReasonLocationNotFound, "BackupStorageLocation openshift-adp/gone not found"},
 		{"no default location", []client.Object{bsl("other", false, nil)}, nil, "", "", location.ReasonLocationNotFound, "no BackupStorageLocation in openshift-adp is marked default"},
 		{"a missing explicit Secret", []client.Object{bsl("main", false, selector("absent", "cloud"))}, &oadpv1alpha1.BackupLocation{Name: "main"}, "", "",

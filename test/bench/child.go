@@ -55,7 +55,7 @@ func runCopy(args []string) {
 	if err := g.Wait(); err != nil {
 		log.Fatal(err)
 	}
-	if err := store.WriteIndex(ctx, "bench", entries, 1); err != nil {
+	if err := store.WriteIndex(ctx, "bench", entries, imagestore.IndexMeta{}); err != nil {
 		log.Fatal(err)
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(c.Stats())

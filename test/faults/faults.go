@@ -49,6 +49,8 @@ type Config struct {
 
 	// Latency delays every request before it is forwarded.
 	Latency time.Duration
+	// LatencyMatch limits Latency to the requests it accepts; all requests when nil.
+	LatencyMatch func(*http.Request) bool
 
 	// Intercept, when it returns a reply, answers the request with it instead of forwarding.
 	// It sees the counts so far, so that a target can, for example, turn read-only after so
@@ -231,7 +233,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	f := p.decide(r)
-	if p.cfg.Latency > 0 {
+	if p.cfg.Latency > 0 && (p.cfg.LatencyMatch == nil || p.cfg.LatencyMatch(r)) {
 		select {
 		case <-time.After(p.cfg.Latency):
 		case <-r.Context().Done():

@@ -1,0 +1,184 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
+	"github.com/openshift/oadp-imagestreams-backup/internal/location"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// collector runs garbage collections outside the reconcile loop: at most one at a time per
+// location, each covering every request made before it started, so that the parts of one
+// Velero backup deleted together cost one collection. A collection deferred because a backup
+// is in progress, or one that failed, is tried again by itself every retry interval. Waiting
+// resources are reconciled again when the collection that covers them has finished; they are
+// the durable record of the request, so a worker that restarts meanwhile collects again.
+type collector struct {
+	open       func(context.Context, *location.Location) (*imagestore.Store, error)
+	staleAfter time.Duration
+	// delay gathers the requests of a burst into one collection; retry paces deferred ones.
+	delay, retry time.Duration
+	// notify is called for each waiting resource whose collection finished.
+	notify func(types.NamespacedName)
+	log    logr.Logger
+
+	mu   sync.Mutex
+	ctx  context.Context
+	locs map[string]*gcQueue
+}
+
+// gcQueue is the collection state of one location.
+type gcQueue struct {
+	loc *location.Location
+	// waiting asked for a collection that has not started; covered are covered by the one
+	// running; finished have been covered by one that completed, with what it did.
+	waiting, covered map[types.NamespacedName]bool
+	finished         map[types.NamespacedName]imagestore.GCReport
+	running          bool
+	// deferredBy names the backups in progress that held off the last attempt, or why it failed.
+	deferredBy string
+}
+
+func newCollector(open func(context.Context, *location.Location) (*imagestore.Store, error), staleAfter, delay, retry time.Duration,
+	notify func(types.NamespacedName), log logr.Logger) *collector {
+	return &collector{open: open, staleAfter: staleAfter, delay: delay, retry: retry, notify: notify, log: log, locs: map[string]*gcQueue{}}
+}
+
+// Start implements manager.Runnable: collections run under the manager's context.
+func (c *collector) Start(ctx context.Context) error {
+	c.mu.Lock()
+	c.ctx = ctx
+	for key, q := range c.locs {
+		if len(q.waiting) > 0 && !q.running {
+			q.running = true
+			go c.run(key, q)
+		}
+	}
+	c.mu.Unlock()
+	<-ctx.Done()
+	return nil
+}
+
+// NeedLeaderElection implements manager.LeaderElectionRunnable: collections run on the leader.
+func (c *collector) NeedLeaderElection() bool { return true }
+
+// collect asks for a collection of loc on behalf of who. It returns true, with the report,
+// once a collection that started after the first request of who has completed; until then it
+// returns false and a short description of what the collection waits for, if anything.
+func (c *collector) collect(loc *location.Location, who types.NamespacedName) (bool, imagestore.GCReport, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := loc.Key()
+	q := c.locs[key]
+	if q == nil {
+		q = &gcQueue{waiting: map[types.NamespacedName]bool{}, covered: map[types.NamespacedName]bool{}, finished: map[types.NamespacedName]imagestore.GCReport{}}
+		c.locs[key] = q
+	}
+	q.loc = loc // the latest credentials
+	if rep, ok := q.finished[who]; ok {
+		delete(q.finished, who)
+		return true, rep, ""
+	}
+	if !q.covered[who] {
+		q.waiting[who] = true
+	}
+	if !q.running && c.ctx != nil {
+		q.running = true
+		go c.run(key, q)
+	}
+	return false, imagestore.GCReport{}, q.deferredBy
+}
+
+// forget drops who's request, for a resource that went away.
+func (c *collector) forget(who types.NamespacedName) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, q := range c.locs {
+		delete(q.waiting, who)
+		delete(q.finished, who)
+	}
+}
+
+// run collects key's location until no request waits.
+func (c *collector) run(key string, q *gcQueue) {
+	wait := c.delay
+	for {
+		select {
+		case <-c.ctx.Done():
+			c.mu.Lock()
+			q.running = false
+			c.mu.Unlock()
+			return
+		case <-time.After(wait):
+		}
+		c.mu.Lock()
+		for who := range q.waiting {
+			q.covered[who] = true
+		}
+		clear(q.waiting)
+		loc := q.loc
+		if len(q.covered) == 0 {
+			q.running = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+
+		rep, err := c.once(loc)
+		log := c.log.WithValues("location", loc.Describe())
+		c.mu.Lock()
+		before := q.deferredBy
+		switch {
+		case err != nil:
+			q.deferredBy = "the last attempt failed: " + err.Error()
+			gcRuns.WithLabelValues("failed").Inc()
+			log.Error(err, "Garbage collection failed; trying again", "retryIn", c.retry)
+		case rep.Deferred:
+			q.deferredBy = "waiting for backups in progress: " + strings.Join(rep.Running, ", ")
+			gcRuns.WithLabelValues("deferred").Inc()
+			log.Info("Garbage collection deferred while backups are in progress", "running", rep.Running, "retryIn", c.retry)
+		default:
+			q.deferredBy = ""
+			gcRuns.WithLabelValues("completed").Inc()
+			gcBlobsDeleted.Add(float64(rep.Deleted))
+			log.Info("Garbage collection finished", "backups", rep.Backups, "blobsKept", rep.Kept, "blobsDeleted", rep.Deleted, "bytesFreed", rep.DeletedBytes)
+			for who := range q.covered {
+				q.finished[who] = rep
+				c.notify(who)
+			}
+			clear(q.covered)
+		}
+		if q.deferredBy != before {
+			// The waiting resources say why they still wait.
+			for who := range q.covered {
+				c.notify(who)
+			}
+		}
+		c.mu.Unlock()
+		wait = c.delay
+		if err != nil || rep.Deferred {
+			wait = c.retry
+		}
+	}
+}
+
+// once runs one collection of loc.
+func (c *collector) once(loc *location.Location) (imagestore.GCReport, error) {
+	store, err := c.open(c.ctx, loc)
+	if err != nil {
+		return imagestore.GCReport{}, err
+	}
+	defer store.Close()
+	rep, err := store.GC(c.ctx, c.staleAfter)
+	if errors.Is(err, imagestore.ErrGCRunning) {
+		// Another process collects this location now; ours runs after it.
+		return imagestore.GCReport{Deferred: true, Running: []string{"another garbage collection"}}, nil
+	}
+	return rep, err
+}
