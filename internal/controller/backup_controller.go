@@ -206,10 +206,9 @@ func (r *BackupReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 
 func (r *BackupReconciler) reconcileNormal(ctx context.Context, isb *oadpv1alpha1.ImageStreamsBackup) (ctrl.Result, error) {
 	switch isb.Status.Phase {
-	case oadpv1alpha1.BackupPhaseFailed, oadpv1alpha1.BackupPhaseCanceled:
-		return ctrl.Result{}, nil
-	case oadpv1alpha1.BackupPhaseCompleted, oadpv1alpha1.BackupPhasePartiallyFailed:
-		// A spec changed after completion (images appended) copies what is missing.
+	case oadpv1alpha1.BackupPhaseCompleted, oadpv1alpha1.BackupPhasePartiallyFailed, oadpv1alpha1.BackupPhaseFailed, oadpv1alpha1.BackupPhaseCanceled:
+		// A terminal phase answers the spec it observed; a spec changed since (images
+		// appended) copies what is missing.
 		if isb.Status.ObservedGeneration == isb.Generation || isb.Spec.Cancel {
 			return ctrl.Result{}, nil
 		}
@@ -240,6 +239,7 @@ func (r *BackupReconciler) reconcileNormal(ctx context.Context, isb *oadpv1alpha
 		err := r.patchStatus(ctx, isb, func(s *oadpv1alpha1.ImageStreamsBackupStatus) {
 			s.Phase = phase
 			if g.fail {
+				s.ObservedGeneration = isb.Generation
 				s.CompletionTimestamp = ptrNow()
 			}
 			setCondition(&s.CommonStatus, isb.Generation, oadpv1alpha1.ConditionReady, metav1.ConditionFalse, g.reason, g.message)

@@ -462,3 +462,30 @@ func TestARestoreNamesAMissingPart(t *testing.T) {
 		}
 	}
 }
+
+// A Velero restore adds imagestreams to its ImageStreamsRestore as it goes. One added after a
+// run that failed altogether (its only imagestream was not in the backup) is restored by
+// another run, so that Velero's operations for it end.
+func TestARestoreWhoseRunFailedRestoresWhatIsAddedLater(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	rw := c.push("app/web", imageOn(t, nil), c.registry.Host)
+	c.startWorker(c.workerOptions())
+	c.completed("b1", "", rw)
+	isr := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "grows"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b1"},
+		ImageStreams:                []oadpv1alpha1.ImageStream{{Name: "ghost", Namespace: "app"}}}}
+	c.create(isr)
+	waitFor(t, isr, 30*time.Second, "restore Failed", restorePhase(oadpv1alpha1.RestorePhaseFailed))
+	patch := client.MergeFrom(isr.DeepCopy())
+	isr.Spec.ImageStreams = append(isr.Spec.ImageStreams, oadpv1alpha1.ImageStream{Name: "web", Namespace: "app"})
+	if err := env.Client.Patch(ctx, isr, patch); err != nil {
+		t.Fatal(err)
+	}
+	isr = waitFor(t, isr, 30*time.Second, "the grown restore ended", func(r *oadpv1alpha1.ImageStreamsRestore) bool {
+		return r.Status.ObservedGeneration == r.Generation && r.Status.Phase == oadpv1alpha1.RestorePhasePartiallyFailed
+	})
+	if isr.Status.Progress.ImagesDone != 1 {
+		t.Errorf("progress %+v, want web restored", isr.Status.Progress)
+	}
+}

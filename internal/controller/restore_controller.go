@@ -69,9 +69,10 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, nil
 	}
 	switch isr.Status.Phase {
-	case oadpv1alpha1.RestorePhaseFailed, oadpv1alpha1.RestorePhaseCanceled:
-		return ctrl.Result{}, nil
-	case oadpv1alpha1.RestorePhaseCompleted, oadpv1alpha1.RestorePhasePartiallyFailed:
+	case oadpv1alpha1.RestorePhaseCompleted, oadpv1alpha1.RestorePhasePartiallyFailed, oadpv1alpha1.RestorePhaseFailed, oadpv1alpha1.RestorePhaseCanceled:
+		// A terminal phase answers the spec it observed. A Velero restore adds imagestreams
+		// as it goes; those added after a run ended, even one whose images all failed, are
+		// restored by another run.
 		if isr.Status.ObservedGeneration == isr.Generation || isr.Spec.Cancel {
 			return ctrl.Result{}, nil
 		}
@@ -286,8 +287,10 @@ func (r *RestoreReconciler) runRestore(ctx context.Context, canceledByUser func(
 	reason, partial, allFailed := outcome(total, failed.Load())
 	phase, msg := oadpv1alpha1.RestorePhaseCompleted, fmt.Sprintf("pushed %d images: %d bytes sent, %d bytes already in the registry", total, st.BytesUploaded, st.BytesSkipped)
 	switch {
-	case allFailed || total == 0 && len(backup.Missing) > 0:
+	case allFailed:
 		phase, msg = oadpv1alpha1.RestorePhaseFailed, fmt.Sprintf("all %d images failed; see status.failures", total)
+	case total == 0 && len(backup.Missing) > 0:
+		phase, msg = oadpv1alpha1.RestorePhaseFailed, "no image was restored"
 	case partial || len(backup.Missing) > 0:
 		phase, msg = oadpv1alpha1.RestorePhasePartiallyFailed, fmt.Sprintf("pushed %d of %d images; %d failed, see status.failures", done.Load(), total, failed.Load())
 	}
