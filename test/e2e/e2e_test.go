@@ -276,6 +276,9 @@ func TestAPersonsImageStreamsRestoreIsWaitedFor(t *testing.T) {
 	b := pushImageStream(t, "pick", "b", map[string]remote.Taggable{"latest": must(random.Image(16<<10, 1))}, nil)
 	st.Run("backup", "create", "b5", "--include-namespaces", "pick", "--wait")
 
+	// The person's restore is still to run when the Velero restore reaches the imagestreams
+	// (the worker is down meanwhile): the Velero restore joins it rather than push a itself.
+	st.KillWorker()
 	mine := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: stack.VeleroNamespace, Name: "by-hand"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
 		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b5"},
 		ImageStreams:                []oadpv1alpha1.ImageStream{{Name: "a", Namespace: "pick"}},
@@ -283,11 +286,15 @@ func TestAPersonsImageStreamsRestoreIsWaitedFor(t *testing.T) {
 	if err := c.Create(ctx, mine); err != nil {
 		t.Fatal(err)
 	}
-	st.Run("restore", "create", "r5", "--from-backup", "b5", "--namespace-mappings", "pick:pick2", "--wait")
-	vr := &velerov1.Restore{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "r5"}, vr); err != nil || vr.Status.Phase != velerov1.RestorePhaseCompleted {
-		t.Fatalf("Velero restore %s (%v), want Completed", vr.Status.Phase, err)
-	}
+	st.Run("restore", "create", "r5", "--from-backup", "b5", "--namespace-mappings", "pick:pick2")
+	vr := &velerov1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: stack.VeleroNamespace, Name: "r5"}}
+	st.WaitFor(time.Minute, "the Velero restore waiting for the images", func() bool {
+		return c.Get(ctx, client.ObjectKeyFromObject(vr), vr) == nil && vr.Status.Phase == velerov1.RestorePhaseWaitingForPluginOperations
+	})
+	st.StartWorker()
+	st.WaitFor(time.Minute, "the Velero restore Completed", func() bool {
+		return c.Get(ctx, client.ObjectKeyFromObject(vr), vr) == nil && vr.Status.Phase == velerov1.RestorePhaseCompleted
+	})
 	if err := c.Get(ctx, client.ObjectKeyFromObject(mine), mine); err != nil || mine.Status.Phase != oadpv1alpha1.RestorePhaseCompleted || mine.Status.Progress.ImagesDone != 1 {
 		t.Errorf("the person's restore %s with %d images (%v), want Completed with 1", mine.Status.Phase, mine.Status.Progress.ImagesDone, err)
 	}

@@ -44,14 +44,21 @@ import (
 // VeleroNamespace is where Velero, its BackupStorageLocation and the worker live.
 const VeleroNamespace = "velero"
 
+// DefaultPrefix is the BackupStorageLocation's prefix unless Stack.Prefix says otherwise.
+const DefaultPrefix = "cluster-a"
+
 // Stack is a running product.
 type Stack struct {
 	// WorkerFlags are added to the worker's command line, after and so over the stack's own.
 	WorkerFlags []string
+	// S3, when set before Start, is an S3 server another stack runs: a second cluster pointed at
+	// the same bucket. Start starts one otherwise.
+	S3 *peers.S3
+	// Prefix is the BackupStorageLocation's prefix in the bucket; DefaultPrefix when empty.
+	Prefix string
 
 	Env        *testenv.Environment
 	Registry   *peers.Registry
-	S3         *peers.S3
 	kubeconfig string
 	home       string
 	velero     string
@@ -152,7 +159,12 @@ func Start(s *Stack) {
 	img.Status.InternalRegistryHostname = s.Registry.Host
 	check(c.Status().Update(ctx, img))
 
-	s.S3 = peers.StartS3(t, "velero")
+	if s.S3 == nil {
+		s.S3 = peers.StartS3(t, "velero")
+	}
+	if s.Prefix == "" {
+		s.Prefix = DefaultPrefix
+	}
 	// Velero and the worker reach S3 through a meter that counts what they upload.
 	s.s3Meter = must(startMeter(strings.TrimPrefix(s.S3.URL, "http://")))
 	t.Cleanup(s.s3Meter.close)
@@ -162,16 +174,23 @@ func Start(s *Stack) {
 		Data: map[string][]byte{"cloud": s.S3.CredentialsFile("default")}}))
 	check(c.Create(ctx, &velerov1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Namespace: VeleroNamespace, Name: "default"},
 		Spec: velerov1.BackupStorageLocationSpec{Provider: "aws", Default: true,
-			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: "velero", Prefix: "cluster-a"}},
+			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: "velero", Prefix: s.Prefix}},
 			Credential:  &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cloud-credentials"}, Key: "cloud"},
 			Config:      map[string]string{"region": s.S3.Region, "s3Url": "http://" + s.s3Meter.addr(), "s3ForcePathStyle": "true"}}}))
 
 	s.StartVelero(true)
 	s.StartWorker()
 
+	s.WaitForLocation()
+}
+
+// WaitForLocation waits until Velero has found its BackupStorageLocation Available, as after a
+// start: Velero refuses backups to a location it has not validated.
+func (s *Stack) WaitForLocation() {
 	s.WaitFor(time.Minute, "the BackupStorageLocation Available", func() bool {
 		bsl := &velerov1.BackupStorageLocation{}
-		return c.Get(ctx, client.ObjectKey{Namespace: VeleroNamespace, Name: "default"}, bsl) == nil && bsl.Status.Phase == velerov1.BackupStorageLocationPhaseAvailable
+		return s.Env.Client.Get(context.Background(), client.ObjectKey{Namespace: VeleroNamespace, Name: "default"}, bsl) == nil &&
+			bsl.Status.Phase == velerov1.BackupStorageLocationPhaseAvailable
 	})
 }
 
@@ -197,7 +216,11 @@ func (s *Stack) StartVeleroWith(plugins ...string) {
 	}
 	s.veleroServer = s.startProcess("velero-server.log", s.velero, "server", "--kubeconfig", s.kubeconfig, "--namespace", VeleroNamespace,
 		"--plugin-dir", dir, "--metrics-address", "127.0.0.1:0", "--profiler-address", "127.0.0.1:0",
-		"--item-operation-sync-frequency", "1s", "--store-validation-frequency", "5s", "--log-level", "info")
+		"--item-operation-sync-frequency", "1s", "--store-validation-frequency", "5s", "--log-level", "info",
+		// Backups synced from object storage, and expired ones deleted, within seconds; two
+		// backups, and four item blocks each, at once.
+		"--backup-sync-period", "5s", "--garbage-collection-frequency", "5s",
+		"--concurrent-backups", "2", "--item-block-worker-count", "4")
 }
 
 // StopVelero stops the velero server the way Kubernetes stops its pod: SIGTERM, then SIGKILL
@@ -318,7 +341,7 @@ func (s *Stack) WaitFor(timeout time.Duration, what string, cond func() bool) {
 }
 
 // Store opens the location the way an administrator would.
-func (s *Stack) Store() *imagestore.Store { return imagestore.New(s.Bucket(), "cluster-a") }
+func (s *Stack) Store() *imagestore.Store { return imagestore.New(s.Bucket(), s.Prefix) }
 
 // Bucket opens the BackupStorageLocation's bucket.
 func (s *Stack) Bucket() *blob.Bucket {
