@@ -22,7 +22,11 @@ func TestKustomizationAppliesToAnAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer env.Stop()
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
 	ctx := context.Background()
 	c := client.WithFieldValidation(env.Client, metav1.FieldValidationStrict)
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "openshift-adp"}}); err != nil {
@@ -58,7 +62,8 @@ func TestKustomizationAppliesToAnAPIServer(t *testing.T) {
 				continue
 			}
 			if u.GetNamespace() != "" && u.GetNamespace() != k.Namespace {
-				t.Errorf("%s: %s %s is in namespace %s, not the kustomization's %s", file, u.GetKind(), u.GetName(), u.GetNamespace(), k.Namespace)
+				t.Errorf("%s: %s %s is in namespace %s, not the kustomization's %s",
+					file, u.GetKind(), u.GetName(), u.GetNamespace(), k.Namespace)
 			}
 			if err := c.Create(ctx, u); err != nil {
 				t.Errorf("%s: creating %s %s: %v", file, u.GetKind(), u.GetName(), err)
@@ -66,7 +71,9 @@ func TestKustomizationAppliesToAnAPIServer(t *testing.T) {
 			kinds[u.GetKind()]++
 		}
 	}
-	for _, kind := range []string{"Deployment", "ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding", "ConfigMap"} {
+	for _, kind := range []string{
+		"Deployment", "ServiceAccount", "Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding", "ConfigMap",
+	} {
 		if kinds[kind] == 0 {
 			t.Errorf("the kustomization installs no %s", kind)
 		}

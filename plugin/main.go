@@ -29,9 +29,10 @@ func main() {
 		RegisterRestoreItemActionV2(action.RestoreActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
 			return action.NewRestoreAction(log, c, action.RegistryHost(c))
 		})).
-		RegisterRestoreItemActionV2(action.TagRestoreActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
-			return action.NewTagRestoreAction(log, action.RegistryHost(c))
-		})).
+		RegisterRestoreItemActionV2(action.TagRestoreActionName, withClient(
+			func(log logrus.FieldLogger, c client.Client) any {
+				return action.NewTagRestoreAction(log, action.RegistryHost(c))
+			})).
 		RegisterRestoreItemActionV2(action.ImageTagSkipActionName, func(logrus.FieldLogger) (any, error) {
 			return action.NewImageTagSkipAction(), nil
 		}).

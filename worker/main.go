@@ -3,7 +3,8 @@
 //
 // With a subcommand it acts on a backup location directly instead:
 //
-//	imagestreams-backup-worker ls|verify|export|gc --provider aws --bucket B --prefix P --config k=v,... --credentials-file F
+//	imagestreams-backup-worker ls|verify|export|gc --provider aws --bucket B --prefix P \
+//	    --config k=v,... --credentials-file F
 package main
 
 import (
@@ -33,19 +34,33 @@ func main() {
 	}
 	var o controller.ManagerOptions
 	var caFile string
-	flag.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "Namespace whose ImageStreamsBackups and ImageStreamsRestores are reconciled (default $POD_NAMESPACE).")
-	flag.StringVar(&o.VeleroNamespace, "velero-namespace", "", "Namespace of Velero's BackupStorageLocations and their Secrets (default --namespace).")
-	flag.StringVar(&o.Registry.Host, "registry-host", "", "Internal registry host[:port] (default: image.config.openshift.io/cluster status.internalRegistryHostname).")
-	flag.StringVar(&caFile, "registry-ca-file", "", "PEM bundle that verifies the registry's certificate, e.g. the service CA.")
-	flag.BoolVar(&o.Registry.Insecure, "registry-insecure", false, "Skip TLS verification of the registry. Not for production.")
-	flag.StringVar(&o.Registry.TokenFile, "registry-token-file", "/var/run/secrets/kubernetes.io/serviceaccount/token", "Service account token the registry accepts; empty for anonymous.")
-	flag.StringVar(&o.Registry.Username, "registry-username", "serviceaccount", "User name sent with the registry token.")
+	flag.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"),
+		"Namespace whose ImageStreamsBackups and ImageStreamsRestores are reconciled (default $POD_NAMESPACE).")
+	flag.StringVar(&o.VeleroNamespace, "velero-namespace", "",
+		"Namespace of Velero's BackupStorageLocations and their Secrets (default --namespace).")
+	flag.StringVar(&o.Registry.Host, "registry-host", "",
+		"Internal registry host[:port] (default: image.config.openshift.io/cluster status.internalRegistryHostname).")
+	flag.StringVar(&caFile, "registry-ca-file", "",
+		"PEM bundle that verifies the registry's certificate, e.g. the service CA.")
+	flag.BoolVar(&o.Registry.Insecure, "registry-insecure", false,
+		"Skip TLS verification of the registry. Not for production.")
+	flag.StringVar(&o.Registry.TokenFile, "registry-token-file", "/var/run/secrets/kubernetes.io/serviceaccount/token",
+		"Service account token the registry accepts; empty for anonymous.")
+	flag.StringVar(&o.Registry.Username, "registry-username", "serviceaccount",
+		"User name sent with the registry token.")
 	flag.IntVar(&o.Registry.Jobs, "jobs", copier.DefaultJobs, "Blobs, and images, copied at once.")
-	flag.DurationVar(&o.ProgressInterval, "progress-interval", 10*time.Second, "How often a running copy writes its counters to status.")
-	flag.DurationVar(&o.RetryInterval, "retry-interval", 30*time.Second, "How soon a resource that cannot start (missing Secret, unreachable registry) is tried again, and a deferred garbage collection too.")
-	flag.DurationVar(&o.StaleAfter, "marker-stale-after", imagestore.DefaultStaleAfter, "How long an in-progress or garbage collection marker in object storage counts without being refreshed; its holder refreshes it four times as often.")
-	flag.StringVar(&o.MetricsAddress, "metrics-bind-address", ":8080", "Address of the metrics endpoint; 0 disables it.")
-	flag.StringVar(&o.HealthProbeAddress, "health-probe-bind-address", ":8081", "Address of the health and readiness probes.")
+	flag.DurationVar(&o.ProgressInterval, "progress-interval", 10*time.Second,
+		"How often a running copy writes its counters to status.")
+	flag.DurationVar(&o.RetryInterval, "retry-interval", 30*time.Second,
+		"How soon a resource that cannot start (missing Secret, unreachable registry) is tried again, "+
+			"and a deferred garbage collection too.")
+	flag.DurationVar(&o.StaleAfter, "marker-stale-after", imagestore.DefaultStaleAfter,
+		"How long an in-progress or garbage collection marker in object storage counts without being refreshed; "+
+			"its holder refreshes it four times as often.")
+	flag.StringVar(&o.MetricsAddress, "metrics-bind-address", ":8080",
+		"Address of the metrics endpoint; 0 disables it.")
+	flag.StringVar(&o.HealthProbeAddress, "health-probe-bind-address", ":8081",
+		"Address of the health and readiness probes.")
 	flag.BoolVar(&o.LeaderElection, "leader-elect", false, "Elect a leader so that only one replica copies.")
 	// Parts of a Velero backup appear all at once as Velero finishes collecting items; the
 	// worker looks at them once Velero has moved on (see controller.Config.NewBackupDelay).

@@ -136,7 +136,3 @@ type ImageStreamsBackupList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ImageStreamsBackup `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ImageStreamsBackup{}, &ImageStreamsBackupList{})
-}

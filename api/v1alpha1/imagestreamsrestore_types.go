@@ -118,7 +118,3 @@ type ImageStreamsRestoreList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ImageStreamsRestore `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&ImageStreamsRestore{}, &ImageStreamsRestoreList{})
-}

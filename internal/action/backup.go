@@ -243,13 +243,7 @@ func partObject(backup *velerov1.Backup, part string, parts []string, entries []
 	for _, e := range entries {
 		obj.Spec.ImageStreams = append(obj.Spec.ImageStreams, e.(oadpv1alpha1.ImageStream))
 	}
-	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
-	if err != nil {
-		panic(err) // a typed object always converts
-	}
-	u := &unstructured.Unstructured{Object: raw}
-	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
-	unstructured.RemoveNestedField(u.Object, "status")
+	u := forApply(obj)
 	// startBackup: false is part of what every writer applies, so it stays false until Velero
 	// has collected every item; omitempty would drop it.
 	_ = unstructured.SetNestedField(u.Object, false, "spec", "startBackup")
@@ -308,7 +302,7 @@ func progressOf(isb *oadpv1alpha1.ImageStreamsBackup, op operation, now time.Tim
 		}
 	}
 	p := velero.OperationProgress{
-		NTotal: total, OperationUnits: "images",
+		NTotal: total, OperationUnits: imageUnits,
 		Description: fmt.Sprintf("ImageStreamsBackup %s %s: %d of %d images, %d bytes uploaded, %d bytes already stored",
 			isb.Name, orDefault(string(st.Phase), "New"), st.Progress.ImagesDone, st.Progress.ImagesTotal, st.Progress.BytesUploaded, st.Progress.BytesSkipped),
 		Updated: time.Now(),

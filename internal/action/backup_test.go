@@ -267,7 +267,9 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 		total += len(streams)
 		for _, s := range streams {
 			i := 0
-			fmt.Sscanf(s, "app/is-%03d", &i)
+			if _, err := fmt.Sscanf(s, "app/is-%03d", &i); err != nil {
+				t.Fatal(err)
+			}
 			if want := name + "/" + s + "/"; !strings.HasPrefix(ops[i], want) {
 				t.Errorf("operation %q, want %q", ops[i], want)
 			}

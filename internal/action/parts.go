@@ -12,6 +12,8 @@ import (
 
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
@@ -73,6 +75,22 @@ func partK(backup *velerov1.Backup, k int) string {
 	return base + suffix
 }
 
+// imageUnits are what an operation's progress counts.
+const imageUnits = "images"
+
+// forApply is obj as server-side apply takes it: without status and without the creation
+// timestamp a typed object converts to null.
+func forApply(obj runtime.Object) *unstructured.Unstructured {
+	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		panic(err) // a typed object always converts
+	}
+	u := &unstructured.Unstructured{Object: raw}
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u.Object, "status")
+	return u
+}
+
 // operation names one imagestream's images in one part (or ImageStreamsRestore), and when
 // Execute queued them: <object>/<namespace>/<name>/<unix seconds>. Velero keeps it across
 // processes; Progress and Cancel run in another process than Execute. IDs of three segments,
@@ -109,10 +127,10 @@ func parseOperationID(id string) (operation, error) {
 func (op operation) unwritten(now time.Time, kind, namespace string, exists bool, lost string) velero.OperationProgress {
 	switch {
 	case op.waitingToBeRecorded(now) && !exists:
-		return velero.OperationProgress{OperationUnits: "images", Updated: now,
+		return velero.OperationProgress{OperationUnits: imageUnits, Updated: now,
 			Description: fmt.Sprintf("%s %s/%s not written yet", kind, namespace, op.object)}
 	case op.waitingToBeRecorded(now):
-		return velero.OperationProgress{OperationUnits: "images", Updated: now,
+		return velero.OperationProgress{OperationUnits: imageUnits, Updated: now,
 			Description: fmt.Sprintf("imagestream %s/%s not yet written into %s %s", op.namespace, op.name, kind, op.object)}
 	case !exists:
 		return velero.OperationProgress{Completed: true, Updated: now, Err: fmt.Sprintf("%s %s/%s no longer exists", kind, namespace, op.object)}

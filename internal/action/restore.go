@@ -134,7 +134,7 @@ func rewriteImageStream(is *imagev1.ImageStream, rw rewriter) {
 		switch from.Kind {
 		case "DockerImage":
 			from.Name = rw.reference(from.Name)
-		case "ImageStreamTag", "ImageStreamImage":
+		case kindImageStreamTag, kindImageStreamImage:
 			if from.Namespace != "" {
 				from.Namespace = rw.namespace(from.Namespace)
 			}
@@ -172,7 +172,7 @@ func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restor
 	}
 	a.recorder.add(restore.Namespace+"/"+restore.Name, func(entries []any) *unstructured.Unstructured {
 		return restoreObject(restore, location, entries)
-	}, map[string]any{"name": orig.Name, "namespace": orig.Namespace})
+	}, oadpv1alpha1.ImageStream{Name: orig.Name, Namespace: orig.Namespace})
 	return restore.Name, nil
 }
 
@@ -264,32 +264,26 @@ func (a *RestoreAction) personsRestores(ctx context.Context, restore *velerov1.R
 // restoreObject is the Velero restore's own ImageStreamsRestore holding entries, for
 // server-side apply: it reads the backup from location, the Velero backup's own.
 func restoreObject(restore *velerov1.Restore, location string, entries []any) *unstructured.Unstructured {
-	obj := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": oadpv1alpha1.GroupVersion.String(),
-		"kind":       "ImageStreamsRestore",
-		"metadata": map[string]any{
-			"name": restore.Name, "namespace": restore.Namespace,
-			"labels": map[string]any{LabelRestoreName: restore.Name},
-			"ownerReferences": []any{map[string]any{
-				"apiVersion": velerov1.SchemeGroupVersion.String(), "kind": "Restore", "name": restore.Name, "uid": string(restore.UID),
+	obj := &oadpv1alpha1.ImageStreamsRestore{
+		TypeMeta: metav1.TypeMeta{APIVersion: oadpv1alpha1.GroupVersion.String(), Kind: "ImageStreamsRestore"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: restore.Namespace, Name: restore.Name,
+			Labels: map[string]string{LabelRestoreName: restore.Name},
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: velerov1.SchemeGroupVersion.String(), Kind: "Restore", Name: restore.Name, UID: restore.UID,
 			}},
 		},
-		"spec": map[string]any{
-			"ImageStreamsBackupReference": map[string]any{"name": restore.Spec.BackupName},
-			"imageStreams":                entries,
+		Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+			ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: restore.Spec.BackupName},
+			NamespaceMapping:            restore.Spec.NamespaceMapping,
 		},
-	}}
+	}
 	if location != "" {
-		_ = unstructured.SetNestedField(obj.Object, location, "spec", "backupLocation", "name")
+		obj.Spec.BackupLocation = &oadpv1alpha1.BackupLocation{Name: location}
 	}
-	if len(restore.Spec.NamespaceMapping) > 0 {
-		m := map[string]any{}
-		for k, v := range restore.Spec.NamespaceMapping {
-			m[k] = v
-		}
-		_ = unstructured.SetNestedMap(obj.Object, m, "spec", "namespaceMapping")
+	for _, e := range entries {
+		obj.Spec.ImageStreams = append(obj.Spec.ImageStreams, e.(oadpv1alpha1.ImageStream))
 	}
-	return obj
+	return forApply(obj)
 }
 
 // lists reports whether a restore names imagestream ns/name.
@@ -338,7 +332,7 @@ func (a *RestoreAction) Progress(operationID string, restore *velerov1.Restore) 
 		return op.unwritten(time.Now(), "ImageStreamsRestore", restore.Namespace, true, imagesNotRestored), nil
 	}
 	st := isr.Status
-	p := velero.OperationProgress{OperationUnits: "images", NTotal: st.Progress.ImagesTotal, NCompleted: st.Progress.ImagesDone, Updated: time.Now(),
+	p := velero.OperationProgress{OperationUnits: imageUnits, NTotal: st.Progress.ImagesTotal, NCompleted: st.Progress.ImagesDone, Updated: time.Now(),
 		Description: fmt.Sprintf("ImageStreamsRestore %s %s: %d of %d images, %d bytes sent", isr.Name, orDefault(string(st.Phase), "New"), st.Progress.ImagesDone, st.Progress.ImagesTotal, st.Progress.BytesUploaded)}
 	if st.StartTimestamp != nil {
 		p.Started = st.StartTimestamp.Time

@@ -69,6 +69,7 @@ func backedUpImageStream(name string) *imagev1.ImageStream {
 }
 
 func restoreInput(t *testing.T, ns, restoreName string, is *imagev1.ImageStream) *velero.RestoreItemActionExecuteInput {
+	t.Helper()
 	restore := &velerov1.Restore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: restoreName, UID: types.UID("uid-" + restoreName)},
 		Spec: velerov1.RestoreSpec{BackupName: "b1", NamespaceMapping: map[string]string{"ns1": "ns2"}}}
 	// Velero maps the item's namespace after the actions ran (restore.go in Velero 1.18).
@@ -154,7 +155,7 @@ func TestRestoreActionsOfManyImageStreamsShareOneImageStreamsRestore(t *testing.
 	// their entries alone, so the object does not grow by those with every write.
 	owners := 0
 	for _, mf := range isr.ManagedFields {
-		if mf.FieldsV1 != nil && strings.Contains(string(mf.FieldsV1.Raw), `"f:namespaceMapping"`) {
+		if mf.FieldsV1 != nil && strings.Contains(mf.FieldsV1.GetRawString(), `"f:namespaceMapping"`) {
 			owners++
 		}
 	}

@@ -30,6 +30,12 @@ const (
 
 var imageStreamTags = schema.GroupResource{Group: "image.openshift.io", Resource: "imagestreamtags"}
 
+// Kinds a tag's from may name that are tags of this cluster.
+const (
+	kindImageStreamTag   = "ImageStreamTag"
+	kindImageStreamImage = "ImageStreamImage"
+)
+
 // TagBackupAction annotates each ImageStreamTag with the internal registry's host and, when it
 // refers to another tag, with that tag, which it backs up along so that a restore can put it
 // back first.
@@ -70,7 +76,7 @@ func (a *TagBackupAction) Execute(item runtime.Unstructured, _ *velerov1.Backup)
 	}
 	ann[AnnotationRegistry] = host
 	u.SetAnnotations(ann)
-	if tag.Tag == nil || tag.Tag.From == nil || tag.Tag.From.Kind != "ImageStreamTag" {
+	if tag.Tag == nil || tag.Tag.From == nil || tag.Tag.From.Kind != kindImageStreamTag {
 		return u, nil, "", nil, nil
 	}
 	ns := tag.Tag.From.Namespace
@@ -129,7 +135,7 @@ func (a *TagRestoreAction) Execute(input *velero.RestoreItemActionExecuteInput) 
 	}
 	rw := rewriter{mapping: input.Restore.Spec.NamespaceMapping}
 	switch tag.Tag.From.Kind {
-	case "ImageStreamTag", "ImageStreamImage":
+	case kindImageStreamTag, kindImageStreamImage:
 		if tag.Tag.From.Namespace != "" {
 			tag.Tag.From.Namespace = rw.namespace(tag.Tag.From.Namespace)
 		}

@@ -15,8 +15,16 @@ import (
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 )
 
+// The subcommands.
+const (
+	cmdList   = "ls"
+	cmdVerify = "verify"
+	cmdExport = "export"
+	cmdGC     = "gc"
+)
+
 // Commands names the subcommands Run knows.
-var Commands = []string{"ls", "verify", "export", "gc"}
+var Commands = []string{cmdList, cmdVerify, cmdExport, cmdGC}
 
 // Run runs subcommand cmd with args, writing its report to out.
 func Run(ctx context.Context, cmd string, args []string, out io.Writer) error {
@@ -29,10 +37,10 @@ func Run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 	fs.StringVar(&prefix, "prefix", "", "the location's prefix in the bucket")
 	fs.StringVar(&config, "config", "", "provider settings as Velero names them, key=value,key=value (e.g. region=us-east-1,s3Url=https://...)")
 	fs.StringVar(&credentials, "credentials-file", "", "the provider's credentials file, as in Velero's cloud-credentials Secret")
-	if cmd == "verify" || cmd == "export" {
+	if cmd == cmdVerify || cmd == cmdExport {
 		fs.StringVar(&backup, "backup", "", "the backup's name")
 	}
-	if cmd == "export" {
+	if cmd == cmdExport {
 		fs.StringVar(&dir, "dir", "", "directory to write the OCI image layout into")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -56,10 +64,10 @@ func Run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 		}
 		cfg.Credentials = b
 	}
-	if (cmd == "verify" || cmd == "export") && backup == "" {
+	if (cmd == cmdVerify || cmd == cmdExport) && backup == "" {
 		return errors.New("--backup is required")
 	}
-	if cmd == "export" && dir == "" {
+	if cmd == cmdExport && dir == "" {
 		return errors.New("--dir is required")
 	}
 	b, err := bucket.Open(ctx, cfg)
@@ -70,7 +78,7 @@ func Run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 	defer store.Close()
 
 	switch cmd {
-	case "ls":
+	case cmdList:
 		names, err := store.Backups(ctx)
 		if err != nil {
 			return err
@@ -84,20 +92,20 @@ func Run(ctx context.Context, cmd string, args []string, out io.Writer) error {
 			fmt.Fprintf(out, "%s\t%d images\n", n, len(entries))
 		}
 		return nil
-	case "verify":
+	case cmdVerify:
 		rep, err := store.Verify(ctx, backup)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "backup %s verified: %d images, %d blobs, %d bytes, every digest matches\n", backup, rep.Images, rep.Blobs, rep.Bytes)
 		return nil
-	case "export":
+	case cmdExport:
 		if err := store.Export(ctx, backup, dir); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "backup %s exported to %s\n", backup, dir)
 		return nil
-	case "gc":
+	case cmdGC:
 		rep, err := store.GC(ctx, 0)
 		if err != nil {
 			return err

@@ -34,12 +34,18 @@ type Config struct {
 	CACert []byte
 }
 
+// Providers that keep objects on this machine.
+const (
+	providerFile = "file"
+	providerMem  = "mem"
+)
+
 // ErrUnknownProvider is returned for a provider this package cannot open.
 var ErrUnknownProvider = errors.New("unknown object store provider")
 
 // Open opens the bucket. Keys are not prefixed: imagestore.New adds the location's prefix.
 func Open(ctx context.Context, cfg Config) (*blob.Bucket, error) {
-	if cfg.Bucket == "" && cfg.provider() != "mem" {
+	if cfg.Bucket == "" && cfg.provider() != providerMem {
 		return nil, errors.New("object store location names no bucket")
 	}
 	switch cfg.provider() {
@@ -49,14 +55,14 @@ func Open(ctx context.Context, cfg Config) (*blob.Bucket, error) {
 		return openGCS(ctx, cfg)
 	case "azure":
 		return openAzure(ctx, cfg)
-	case "file":
+	case providerFile:
 		// metadata=skip: no sidecar files and no MD5 of every byte; the store names blobs by
 		// their sha256 and checks it itself. NoTempDir: a write goes to a temporary file
 		// beside its key, then is renamed; in os.TempDir, on another filesystem than a mounted
 		// volume, the rename would fail with EXDEV, and a full volume would go unnoticed
 		// until then.
 		return fileblob.OpenBucket(cfg.Bucket, &fileblob.Options{Metadata: fileblob.MetadataDontWrite, CreateDir: true, NoTempDir: true})
-	case "mem":
+	case providerMem:
 		return memblob.OpenBucket(nil), nil
 	}
 	return nil, fmt.Errorf("%w %q: want aws, gcp, azure or file", ErrUnknownProvider, cfg.Provider)
@@ -67,7 +73,7 @@ func (c Config) provider() string { return strings.TrimPrefix(c.Provider, "veler
 // TakesCredentials reports whether the provider authenticates: file and mem do not.
 func (c Config) TakesCredentials() bool {
 	p := c.provider()
-	return p != "file" && p != "mem"
+	return p != providerFile && p != providerMem
 }
 
 // Endpoint names the service that the location's requests, and so its credentials, go to:

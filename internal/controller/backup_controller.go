@@ -275,11 +275,13 @@ func (r *BackupReconciler) reconcileNormal(ctx context.Context, isb *oadpv1alpha
 		return ctrl.Result{}, nil
 	}
 	snapshot := isb.DeepCopy()
-	r.runner.start(client.ObjectKeyFromObject(isb), func(jctx context.Context, canceledByUser func() bool) {
+	if !r.runner.start(client.ObjectKeyFromObject(isb), func(jctx context.Context, canceledByUser func() bool) {
 		defer store.Close()
 		ctx := log.IntoContext(jctx, log.FromContext(ctx))
 		r.runBackup(ctx, canceledByUser, snapshot, store, opts, host, previous)
-	})
+	}) {
+		store.Close() // a copy runs already, or the worker is stopping
+	}
 	return ctrl.Result{}, nil
 }
 
@@ -351,6 +353,17 @@ func pullReference(host, namespace string, is *oadpv1alpha1.ImageStream, ref str
 		return name.NewDigest(fmt.Sprintf("%s/%s/%s@%s", host, namespace, is.Name, d.DigestStr()), nameOpts(opts)...)
 	}
 	return d, nil
+}
+
+// imageSource is where the image of it is read from, or why it is not read at all: only images of
+// the internal registry are the cluster's to back up, and only that registry gets the
+// worker's credentials.
+func imageSource(host string, it *work, opts copier.Options) (name.Digest, error) {
+	ref, err := pullReference(host, it.ns, it.is, it.ref.DockerImageReference, opts)
+	if err == nil && ref.Context().RegistryStr() != host {
+		err = fmt.Errorf("%w: %s is not the internal registry %s", errExternalImage, ref.Context().RegistryStr(), host)
+	}
+	return ref, err
 }
 
 func nameOpts(opts copier.Options) []name.Option {
@@ -444,12 +457,7 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 		}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			ref, err := pullReference(host, it.ns, it.is, it.ref.DockerImageReference, opts)
-			if err == nil && ref.Context().RegistryStr() != host {
-				// Only the internal registry's images are the cluster's to back up, and
-				// only that registry gets the worker's credentials.
-				err = fmt.Errorf("%w: %s is not the internal registry %s", errExternalImage, ref.Context().RegistryStr(), host)
-			}
+			ref, err := imageSource(host, it, opts)
 			if err == nil {
 				it.entry.Descriptor, err = c.Copy(copyCtx, ref)
 			}
@@ -494,11 +502,7 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 	}
 	if errp := refused.Load(); errp != nil {
 		_ = pending.Abort(ctx)
-		reason := ReasonStoreDenied
-		if errors.Is(*errp, bucket.ErrNoSpace) {
-			reason = ReasonStoreFull
-		}
-		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, reason,
+		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, failureReason(*errp),
 			fmt.Sprintf("the backup location stopped taking writes, so no index was written: %v. Blobs stored so far are removed by the next garbage collection unless another backup uses them", *errp),
 			setFinal, fails, start)
 		return

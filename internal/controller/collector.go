@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 	"github.com/openshift/oadp-imagestreams-backup/internal/location"
-	"k8s.io/apimachinery/pkg/types"
 )
 
 // collector runs garbage collections outside the reconcile loop: at most one at a time per
@@ -54,10 +55,10 @@ func newCollector(open func(context.Context, *location.Location) (*imagestore.St
 func (c *collector) Start(ctx context.Context) error {
 	c.mu.Lock()
 	c.ctx = ctx
-	for key, q := range c.locs {
+	for _, q := range c.locs {
 		if len(q.waiting) > 0 && !q.running {
 			q.running = true
-			go c.run(key, q)
+			go c.run(q)
 		}
 	}
 	c.mu.Unlock()
@@ -90,7 +91,7 @@ func (c *collector) collect(loc *location.Location, who types.NamespacedName) (b
 	}
 	if !q.running && c.ctx != nil {
 		q.running = true
-		go c.run(key, q)
+		go c.run(q)
 	}
 	return false, imagestore.GCReport{}, q.deferredBy
 }
@@ -101,12 +102,13 @@ func (c *collector) forget(who types.NamespacedName) {
 	defer c.mu.Unlock()
 	for _, q := range c.locs {
 		delete(q.waiting, who)
+		delete(q.covered, who)
 		delete(q.finished, who)
 	}
 }
 
-// run collects key's location until no request waits.
-func (c *collector) run(key string, q *gcQueue) {
+// run collects q's location until no request waits.
+func (c *collector) run(q *gcQueue) {
 	wait := c.delay
 	for {
 		select {
@@ -131,6 +133,9 @@ func (c *collector) run(key string, q *gcQueue) {
 		c.mu.Unlock()
 
 		rep, err := c.once(loc)
+		if c.ctx.Err() != nil {
+			continue // the worker is stopping; the resources waiting ask again when it is back
+		}
 		log := c.log.WithValues("location", loc.Describe())
 		c.mu.Lock()
 		before := q.deferredBy

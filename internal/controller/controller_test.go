@@ -33,7 +33,10 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func layer(t *testing.T, size int64) v1.Layer { return must(random.Layer(size, types.DockerLayer)) }
+func layer(t *testing.T, size int64) v1.Layer {
+	t.Helper()
+	return must(random.Layer(size, types.DockerLayer))
+}
 
 func layerList(t *testing.T, n int) []v1.Layer {
 	var out []v1.Layer
@@ -49,6 +52,7 @@ func imageOn(t *testing.T, base []v1.Layer) v1.Image {
 
 // unique sums the distinct blobs (manifests, configs, layers) of images and indexes.
 func unique(t *testing.T, tgs ...remote.Taggable) (blobs int64, bytes int64) {
+	t.Helper()
 	seen := map[v1.Hash]bool{}
 	add := func(h v1.Hash, size int64) {
 		if !seen[h] {
@@ -57,8 +61,7 @@ func unique(t *testing.T, tgs ...remote.Taggable) (blobs int64, bytes int64) {
 			bytes += size
 		}
 	}
-	var addImage func(v1.Image)
-	addImage = func(img v1.Image) {
+	addImage := func(img v1.Image) {
 		m := must(img.Manifest())
 		add(must(img.Digest()), must(img.Size()))
 		add(m.Config.Digest, m.Config.Size)
@@ -84,14 +87,17 @@ func ref(r string, tags ...string) oadpv1alpha1.DockerImageReference {
 	return oadpv1alpha1.DockerImageReference{DockerImageReference: r, Tags: tags}
 }
 
-func newBackup(ns, name string, streams ...oadpv1alpha1.ImageStream) *oadpv1alpha1.ImageStreamsBackup {
+func newBackup(ns, backup string, streams ...oadpv1alpha1.ImageStream) *oadpv1alpha1.ImageStreamsBackup {
 	return &oadpv1alpha1.ImageStreamsBackup{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: backup},
 		Spec:       oadpv1alpha1.ImageStreamsBackupSpec{StartBackup: true, ImageStreams: streams},
 	}
 }
 
-func digestOf(t *testing.T, r string) string { return must(name.NewDigest(r)).DigestStr() }
+func digestOf(t *testing.T, r string) string {
+	t.Helper()
+	return must(name.NewDigest(r)).DigestStr()
+}
 
 func TestBackupAndRestoreRoundTrip(t *testing.T) {
 	ctx := context.Background()
@@ -199,18 +205,18 @@ func TestBackupAndRestoreRoundTrip(t *testing.T) {
 	}
 }
 
-func counterValue(t *testing.T, name, kind string) float64 {
-	return labeledCounter(t, name, "kind", kind)
+func counterValue(t *testing.T, metric, kind string) float64 {
+	return labeledCounter(t, metric, "kind", kind)
 }
 
 // labeledCounter sums the counters of metric name whose label has value.
-func labeledCounter(t *testing.T, name, label, value string) (sum float64) {
+func labeledCounter(t *testing.T, metric, label, value string) (sum float64) {
 	families, err := metrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() != name {
+		if f.GetName() != metric {
 			continue
 		}
 		for _, m := range f.GetMetric() {

@@ -31,7 +31,7 @@ import (
 
 // completed creates a started backup of the images, each as the imagestream its repository
 // names, and waits until it is stored.
-func (c *cluster) completed(backup, location string, images ...string) *oadpv1alpha1.ImageStreamsBackup {
+func (c *cluster) completed(backup, bsl string, images ...string) *oadpv1alpha1.ImageStreamsBackup {
 	c.t.Helper()
 	var streams []oadpv1alpha1.ImageStream
 	for _, r := range images {
@@ -40,25 +40,24 @@ func (c *cluster) completed(backup, location string, images ...string) *oadpv1al
 		streams = append(streams, oadpv1alpha1.ImageStream{Name: is, Namespace: ns, DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r, "latest")}})
 	}
 	isb := newBackup(c.ns, backup, streams...)
-	if location != "" {
-		isb.Spec.BackupLocation = &oadpv1alpha1.BackupLocation{Name: location}
+	if bsl != "" {
+		isb.Spec.BackupLocation = &oadpv1alpha1.BackupLocation{Name: bsl}
 	}
 	c.create(isb)
 	return waitFor(c.t, isb, time.Minute, backup+" Completed", backupPhase(oadpv1alpha1.BackupPhaseCompleted))
 }
 
-// locationThrough adds BackupStorageLocation name, whose requests go through a faults proxy
-// to the S3 server, under prefix name.
-func (c *cluster) locationThrough(name string, cfg faults.Config) *faults.Proxy {
+// locationThrough adds BackupStorageLocation bsl, whose requests go through a faults proxy
+// to the S3 server, under prefix bsl.
+func (c *cluster) locationThrough(bsl string, cfg faults.Config) {
 	c.t.Helper()
 	proxy := faults.Start(c.t, strings.TrimPrefix(c.s3.URL, "http://"), cfg)
 	c.create(&velerov1.BackupStorageLocation{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: c.ns},
+		ObjectMeta: metav1.ObjectMeta{Name: bsl, Namespace: c.ns},
 		Spec: velerov1.BackupStorageLocationSpec{Provider: "aws",
-			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: "velero", Prefix: name}},
+			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: "velero", Prefix: bsl}},
 			Config:      map[string]string{"region": c.s3.Region, "s3Url": proxy.URL, "s3ForcePathStyle": "true"}},
 	})
-	return proxy
 }
 
 func isGone(*oadpv1alpha1.ImageStreamsBackup) bool { return false }
@@ -67,8 +66,8 @@ func isGone(*oadpv1alpha1.ImageStreamsBackup) bool { return false }
 // stored: every stored backup stays, the namespace goes, and a finalizer left by an earlier
 // version is removed rather than obeyed. With the worker running and with it stopped.
 func TestDeletingObjectsNeverDeletesStoredImages(t *testing.T) {
-	for name, running := range map[string]bool{"the worker running": true, "the worker stopped": false} {
-		t.Run(name, func(t *testing.T) {
+	for desc, running := range map[string]bool{"the worker running": true, "the worker stopped": false} {
+		t.Run(desc, func(t *testing.T) {
 			ctx := context.Background()
 			c := newCluster(t)
 			base := layerList(t, 2)

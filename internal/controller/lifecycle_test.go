@@ -21,7 +21,7 @@ import (
 
 // slowBackup prepares an image of eight 1 MiB layers behind a proxy that serves blobs slowly,
 // and a backup of it through the proxy.
-func slowBackup(t *testing.T, c *cluster, name string) (*countingProxy, *oadpv1alpha1.ImageStreamsBackup, v1.Image) {
+func slowBackup(t *testing.T, c *cluster, backup string) (*countingProxy, *oadpv1alpha1.ImageStreamsBackup, v1.Image) {
 	var layers []v1.Layer
 	for range 8 {
 		layers = append(layers, layer(t, 1<<20))
@@ -30,7 +30,7 @@ func slowBackup(t *testing.T, c *cluster, name string) (*countingProxy, *oadpv1a
 	proxy := newCountingProxy(t, c.registry.Host)
 	r := strings.Replace(c.push("app/big", img, c.registry.Host), c.registry.Host, proxy.host(), 1)
 	proxy.delay.Store(int64(8 * time.Millisecond))
-	return proxy, newBackup(c.ns, name, oadpv1alpha1.ImageStream{Name: "big", Namespace: "app",
+	return proxy, newBackup(c.ns, backup, oadpv1alpha1.ImageStream{Name: "big", Namespace: "app",
 		DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r, "latest")}}), img
 }
 
@@ -128,8 +128,8 @@ func requestDeletion(t *testing.T, isb *oadpv1alpha1.ImageStreamsBackup) {
 	}
 }
 
-func gone(ns, name string) *oadpv1alpha1.ImageStreamsBackup {
-	return &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+func gone(ns, backup string) *oadpv1alpha1.ImageStreamsBackup {
+	return &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: backup}}
 }
 
 func TestDeletingABackupsStoredImagesRemovesWhatOnlyItUsed(t *testing.T) {

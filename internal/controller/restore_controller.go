@@ -112,11 +112,13 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		})
 	}
 	snapshot := isr.DeepCopy()
-	r.runner.start(req.NamespacedName, func(jctx context.Context, canceledByUser func() bool) {
+	if !r.runner.start(req.NamespacedName, func(jctx context.Context, canceledByUser func() bool) {
 		defer store.Close()
 		ctx := log.IntoContext(jctx, log.FromContext(ctx))
 		r.runRestore(ctx, canceledByUser, snapshot, store, backup, opts, host)
-	})
+	}) {
+		store.Close() // a restore runs already, or the worker is stopping
+	}
 	return ctrl.Result{}, nil
 }
 

@@ -204,8 +204,7 @@ func newPusher(t *testing.T, s *imagestore.Store) *copier.Pusher {
 // uniqueBlobs returns every blob and manifest digest of the images, with sizes, once each.
 func uniqueBlobs(t *testing.T, tgs ...remote.Taggable) map[v1.Hash]int64 {
 	out := map[v1.Hash]int64{}
-	var addImage func(v1.Image)
-	addImage = func(img v1.Image) {
+	addImage := func(img v1.Image) {
 		out[must[v1.Hash](t)(img.Digest())] = must[int64](t)(img.Size())
 		out[must[v1.Hash](t)(img.ConfigName())] = int64(len(must[[]byte](t)(img.RawConfigFile())))
 		for _, l := range must[[]v1.Layer](t)(img.Layers()) {

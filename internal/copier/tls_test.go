@@ -161,6 +161,6 @@ func (s *sniffer) pipe(c net.Conn, target string) {
 		return
 	}
 	defer up.Close()
-	go func() { _, _ = io.Copy(up, br); up.(*net.TCPConn).CloseWrite() }()
+	go func() { _, _ = io.Copy(up, br); _ = up.(*net.TCPConn).CloseWrite() }()
 	_, _ = io.Copy(c, up)
 }

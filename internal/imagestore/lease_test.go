@@ -45,7 +45,11 @@ func TestAGCLongerThanTheStaleTimeKeepsBackupsWaiting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Abort(ctx)
+	t.Cleanup(func() {
+		if err := p.Abort(ctx); err != nil {
+			t.Error(err)
+		}
+	})
 	select {
 	case <-gcDone:
 	default:

@@ -34,6 +34,9 @@ import (
 	"github.com/openshift/oadp-imagestreams-backup/test/stack"
 )
 
+// fullBackup is the Velero backup, and the restore, of every imagestream.
+const fullBackup = "full"
+
 var (
 	imageStreams = flag.Int("imagestreams", 2000, "imagestreams to back up")
 	tags         = flag.Int("tags", 10, "images per imagestream, each a tag of its own")
@@ -121,14 +124,14 @@ func run(s *stack.Stack) {
 
 	step("velero backup of all %d imagestreams (%d image references)", *imageStreams, *imageStreams**tags)
 	writesBefore := apiWrites(ctx, s)
-	full := timeBackup(s, "full", all)
+	full := timeBackup(s, fullBackup, all)
 	if full.phase != velerov1.BackupPhaseCompleted {
 		panic(fmt.Sprintf("the backup of %d imagestreams ended %s", *imageStreams, full.phase))
 	}
 	writes := apiWrites(ctx, s).minus(writesBefore)
 	rss := s.WorkerPeakRSS()
 	isbs := &oadpv1alpha1.ImageStreamsBackupList{}
-	check(c.List(ctx, isbs, client.InNamespace(stack.VeleroNamespace), client.MatchingLabels{"velero.io/backup-name": "full"}))
+	check(c.List(ctx, isbs, client.InNamespace(stack.VeleroNamespace), client.MatchingLabels{"velero.io/backup-name": fullBackup}))
 	var images, uploaded int64
 	largestISB, largestISBName := 0, ""
 	for _, isb := range isbs.Items {
@@ -164,12 +167,12 @@ func run(s *stack.Stack) {
 		}{{"none", nil, &without}, {"noop", []string{noop}, &withNoop}, {"ours", []string{ours}, &with}} {
 			s.StopVelero()
 			s.StartVeleroWith(run.plugins...)
-			name := fmt.Sprintf("overhead-%d-plugin-%s", r, run.name)
-			step("velero backup %s of %d imagestreams", name, len(overheadNS)*perNS)
-			warmUp(s, name)
-			t := timeBackup(s, name, overheadNS)
+			backup := fmt.Sprintf("overhead-%d-plugin-%s", r, run.name)
+			step("velero backup %s of %d imagestreams", backup, len(overheadNS)*perNS)
+			warmUp(s, backup)
+			t := timeBackup(s, backup, overheadNS)
 			if t.phase != velerov1.BackupPhaseCompleted {
-				panic(fmt.Sprintf("backup %s ended %s", name, t.phase))
+				panic(fmt.Sprintf("backup %s ended %s", backup, t.phase))
 			}
 			*run.times = append(*run.times, t)
 		}
@@ -202,10 +205,10 @@ func run(s *stack.Stack) {
 		mappings = append(mappings, ns+":restored-"+strings.TrimPrefix(ns, "scale-"))
 	}
 	t0 := time.Now()
-	s.Run("restore", "create", "full", "--from-backup", "full", "--namespace-mappings", strings.Join(mappings, ","))
+	s.Run("restore", "create", fullBackup, "--from-backup", fullBackup, "--namespace-mappings", strings.Join(mappings, ","))
 	var restore velerov1.Restore
 	s.WaitFor(2*time.Hour, "the restore to end", func() bool {
-		if c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "full"}, &restore) != nil {
+		if c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: fullBackup}, &restore) != nil {
 			return false
 		}
 		switch restore.Status.Phase {
@@ -219,7 +222,7 @@ func run(s *stack.Stack) {
 		panic(fmt.Sprintf("the restore ended %s", restore.Status.Phase))
 	}
 	isr := &oadpv1alpha1.ImageStreamsRestore{}
-	check(c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "full"}, isr))
+	check(c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: fullBackup}, isr))
 	if isr.Status.Progress.ImagesDone != int64(*imageStreams**tags) {
 		panic(fmt.Sprintf("the restore pushed %d images, want %d", isr.Status.Progress.ImagesDone, *imageStreams**tags))
 	}
@@ -227,7 +230,7 @@ func run(s *stack.Stack) {
 	if _, err := remote.Get(must(name.NewTag(sample)), auth); err != nil {
 		panic(fmt.Sprintf("%s after the restore: %v", sample, err))
 	}
-	largestISR := objectSize(ctx, s, "imagestreamsrestores", "full")
+	largestISR := objectSize(ctx, s, "imagestreamsrestores", fullBackup)
 
 	fmt.Fprintf(tw, "largest ImageStreamsRestore\t%.1f KiB\n", float64(largestISR)/1024)
 	fmt.Fprintf(tw, "restore of %d imagestreams, %d images pushed\t%s\n", *imageStreams, isr.Status.Progress.ImagesDone, restoreTime.Round(100*time.Millisecond))
@@ -260,14 +263,14 @@ func list(ts []backupTimes, f func(backupTimes) time.Duration) string {
 
 // timeBackup runs a Velero backup of namespaces and times it from creation to the end of item
 // collection (the backup leaves InProgress) and to its end.
-func timeBackup(s *stack.Stack, name string, namespaces []string) backupTimes {
+func timeBackup(s *stack.Stack, backup string, namespaces []string) backupTimes {
 	ctx := context.Background()
 	t0 := time.Now()
-	s.Run("backup", "create", name, "--include-namespaces", strings.Join(namespaces, ","))
+	s.Run("backup", "create", backup, "--include-namespaces", strings.Join(namespaces, ","))
 	var t backupTimes
 	var b velerov1.Backup
-	s.WaitFor(2*time.Hour, "backup "+name+" to end", func() bool {
-		if s.Env.Client.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: name}, &b) != nil {
+	s.WaitFor(2*time.Hour, "backup "+backup+" to end", func() bool {
+		if s.Env.Client.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: backup}, &b) != nil {
 			return false
 		}
 		switch b.Status.Phase {
@@ -289,19 +292,19 @@ func timeBackup(s *stack.Stack, name string, namespaces []string) backupTimes {
 
 // warmUp waits until a freshly started velero server runs backups, with one of an empty
 // namespace, so that its start is not timed.
-func warmUp(s *stack.Stack, name string) {
+func warmUp(s *stack.Stack, backup string) {
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "empty"}}
 	if err := s.Env.Client.Create(ctx, ns); err != nil && !strings.Contains(err.Error(), "already exists") {
 		panic(err)
 	}
-	s.Run("backup", "create", "warm-up-"+name, "--include-namespaces", "empty", "--wait")
+	s.Run("backup", "create", "warm-up-"+backup, "--include-namespaces", "empty", "--wait")
 }
 
 // objectSize is the size of a resource of ours as the API server stores and serves it.
-func objectSize(ctx context.Context, s *stack.Stack, resource, name string) int {
+func objectSize(ctx context.Context, s *stack.Stack, resource, object string) int {
 	raw := must(restClient(s).Get().
-		AbsPath("/apis", oadpv1alpha1.GroupVersion.Group, oadpv1alpha1.GroupVersion.Version, "namespaces", stack.VeleroNamespace, resource, name).
+		AbsPath("/apis", oadpv1alpha1.GroupVersion.Group, oadpv1alpha1.GroupVersion.Version, "namespaces", stack.VeleroNamespace, resource, object).
 		DoRaw(ctx))
 	return len(raw)
 }
@@ -384,7 +387,9 @@ func apiWrites(ctx context.Context, s *stack.Stack) writes {
 			continue
 		}
 		var n float64
-		fmt.Sscan(strings.TrimSpace(line[strings.LastIndex(line, "}")+1:]), &n)
+		if _, err := fmt.Sscan(strings.TrimSpace(line[strings.LastIndex(line, "}")+1:]), &n); err != nil {
+			continue
+		}
 		key := labels["resource"]
 		if labels["subresource"] != "" {
 			key += "/" + labels["subresource"]

@@ -38,7 +38,13 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
+// shop is the namespace of the sample imagestreams.
+const shop = "shop"
+
+// latest is the tag the sample imagestreams have in common.
+const latest = "latest"
+
+func step(what string) { fmt.Println("==> " + what) }
 
 func run(s *stack.Stack) {
 	ctx := context.Background()
@@ -48,7 +54,7 @@ func run(s *stack.Stack) {
 	c := s.Env.Client
 
 	step("creating namespace shop with three imagestreams")
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}); err != nil {
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: shop}}); err != nil {
 		panic(err)
 	}
 	base := []v1.Layer{must(random.Layer(4<<20, types.DockerLayer)), must(random.Layer(2<<20, types.DockerLayer))}
@@ -56,14 +62,14 @@ func run(s *stack.Stack) {
 		return must(mutate.AppendLayers(empty.Image, append(append([]v1.Layer{}, base...), must(random.Layer(size, types.DockerLayer)))...))
 	}
 	images := map[string]map[string]remote.Taggable{
-		"frontend": {"latest": app(1 << 20), "v1": app(1 << 20)}, // two releases on one base
-		"backend":  {"latest": app(2 << 20)},                     // the same base again
-		"tools":    {"latest": must(random.Index(1<<20, 2, 3))},  // three platforms
+		"frontend": {latest: app(1 << 20), "v1": app(1 << 20)}, // two releases on one base
+		"backend":  {latest: app(2 << 20)},                     // the same base again
+		"tools":    {latest: must(random.Index(1<<20, 2, 3))},  // three platforms
 	}
 	var referenced int64
 	digests := map[string]string{}
 	for is, tags := range images {
-		d := must(s.PushImageStream("shop", is, tags, nil))
+		d := must(s.PushImageStream(shop, is, tags, nil))
 		for tag, tg := range tags {
 			digests["shop/"+is+":"+tag] = d[tag]
 			referenced += size(tg)
@@ -72,21 +78,21 @@ func run(s *stack.Stack) {
 
 	step("velero backup create nightly --include-namespaces shop --wait")
 	t0 := time.Now()
-	s.Run("backup", "create", "nightly", "--include-namespaces", "shop", "--wait")
+	s.Run("backup", "create", "nightly", "--include-namespaces", shop, "--wait")
 	backupTime := time.Since(t0)
 	isb := &oadpv1alpha1.ImageStreamsBackup{}
 	check(c.Get(ctx, client.ObjectKey{Namespace: stack.VeleroNamespace, Name: "nightly"}, isb))
 
 	step("wiping namespace shop and its images from the registry")
-	check(c.DeleteAllOf(ctx, &imagev1.ImageStream{}, client.InNamespace("shop")))
+	check(c.DeleteAllOf(ctx, &imagev1.ImageStream{}, client.InNamespace(shop)))
 	auth := remote.WithAuth(authn.FromConfig(authn.AuthConfig{Username: s.Registry.Username, Password: s.Registry.Password}))
 	for ref, d := range digests {
 		r := must(name.NewTag(s.Registry.Host + "/" + ref))
 		_ = remote.Delete(r.Context().Digest(d), auth) // a digest shared by two tags goes once
 	}
-	check(c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}))
+	check(c.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: shop}}))
 	s.WaitFor(time.Minute, "namespace shop gone", func() bool {
-		return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: "shop"}, &corev1.Namespace{}))
+		return apierrors.IsNotFound(c.Get(ctx, client.ObjectKey{Name: shop}, &corev1.Namespace{}))
 	})
 
 	step("velero restore create --from-backup nightly --wait")

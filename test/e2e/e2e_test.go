@@ -79,7 +79,7 @@ func TestBackupAndRestoreWithVelero(t *testing.T) {
 	if vb.Status.Phase != velerov1.BackupPhaseCompleted || isb.Status.Phase != oadpv1alpha1.BackupPhaseCompleted {
 		t.Fatalf("Velero backup %s, ImageStreamsBackup %s; want both Completed", vb.Status.Phase, isb.Status.Phase)
 	}
-	if !isb.Status.CompletionTimestamp.Time.Before(vb.Status.CompletionTimestamp.Time.Add(time.Second)) {
+	if !isb.Status.CompletionTimestamp.Time.Before(vb.Status.CompletionTimestamp.Add(time.Second)) {
 		t.Errorf("the Velero backup completed at %v, before the images (%v)", vb.Status.CompletionTimestamp, isb.Status.CompletionTimestamp)
 	}
 	if p := isb.Status.Progress; p.ImagesTotal != 3 || p.ImagesDone != 3 {

@@ -36,9 +36,9 @@ func createNamespace(t *testing.T, s *stack.Stack, ns string) {
 
 // smallImageStream pushes one small image as <ns>/<name>:latest with an imagestream for it and
 // returns its digest.
-func smallImageStream(t *testing.T, s *stack.Stack, ns, name string) string {
+func smallImageStream(t *testing.T, s *stack.Stack, ns, is string) string {
 	t.Helper()
-	d, err := s.PushImageStream(ns, name, map[string]remote.Taggable{"latest": must(random.Image(8<<10, 1))}, nil)
+	d, err := s.PushImageStream(ns, is, map[string]remote.Taggable{"latest": must(random.Image(8<<10, 1))}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +52,8 @@ func waitGone(t *testing.T, s *stack.Stack, obj client.Object, what string) {
 	})
 }
 
-func isbKey(name string) *oadpv1alpha1.ImageStreamsBackup {
-	return &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: stack.VeleroNamespace, Name: name}}
+func isbKey(backup string) *oadpv1alpha1.ImageStreamsBackup {
+	return &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: stack.VeleroNamespace, Name: backup}}
 }
 
 func storedBackups(t *testing.T, store *imagestore.Store) []string {

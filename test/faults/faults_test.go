@@ -27,6 +27,7 @@ func upstream(t *testing.T) (*httptest.Server, *atomic.Int64) {
 
 // outcomes sends GETs for paths a, b, c, a, b, c, ... and records what each met.
 func outcomes(t *testing.T, p *faults.Proxy, n int) []string {
+	t.Helper()
 	var out []string
 	for i := range n {
 		resp, err := http.Get(fmt.Sprintf("%s/%c", p.URL, 'a'+i%3))

@@ -10,6 +10,7 @@ import (
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	"github.com/vmware-tanzu/velero/pkg/plugin/framework"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
+	biav2 "github.com/vmware-tanzu/velero/pkg/plugin/velero/backupitemaction/v2"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
@@ -20,6 +21,8 @@ func main() {
 }
 
 type noop struct{}
+
+var _ biav2.BackupItemAction = noop{}
 
 func (noop) Name() string { return "bench.oadp.openshift.io/noop" }
 

@@ -68,8 +68,9 @@ func start(t TB, cmd *exec.Cmd, addr string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", cmd.Path, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-exited
@@ -83,9 +84,9 @@ func start(t TB, cmd *exec.Cmd, addr string) {
 			return
 		}
 		select {
-		case err := <-exited:
+		case <-exited:
 			out, _ := os.ReadFile(log.Name())
-			t.Fatalf("%s exited before listening on %s: %v\n%s", cmd.Path, addr, err, out)
+			t.Fatalf("%s exited before listening on %s: %v\n%s", cmd.Path, addr, waitErr, out)
 		case <-ctx.Done():
 			out, _ := os.ReadFile(log.Name())
 			t.Fatalf("%s did not listen on %s in time\n%s", cmd.Path, addr, out)

@@ -54,7 +54,7 @@ func (m *meter) relay(in net.Conn) {
 		close(done)
 	}()
 	_, _ = io.Copy(counter{out, &m.sent}, in)
-	out.(*net.TCPConn).CloseWrite()
+	_ = out.(*net.TCPConn).CloseWrite()
 	<-done
 }
 

@@ -41,11 +41,17 @@ import (
 	"github.com/openshift/oadp-imagestreams-backup/test/testenv"
 )
 
+// veleroApp names the placeholder Deployment of Velero that its restore actions look up.
+const veleroApp = "velero"
+
 // VeleroNamespace is where Velero, its BackupStorageLocation and the worker live.
 const VeleroNamespace = "velero"
 
 // DefaultPrefix is the BackupStorageLocation's prefix unless Stack.Prefix says otherwise.
 const DefaultPrefix = "cluster-a"
+
+// Bucket is the S3 bucket of the BackupStorageLocation.
+const Bucket = "velero"
 
 // Stack is a running product.
 type Stack struct {
@@ -143,11 +149,11 @@ func Start(s *Stack) {
 	for _, o := range []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: VeleroNamespace}},
 		// Velero's restore actions look this Deployment up on every restore.
-		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: VeleroNamespace, Name: "velero"}, Spec: appsv1.DeploymentSpec{
+		&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: VeleroNamespace, Name: veleroApp}, Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To[int32](0),
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "velero"}},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "velero"}},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "velero", Image: "velero"}}}},
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": veleroApp}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": veleroApp}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: veleroApp, Image: veleroApp}}}},
 		}},
 	} {
 		check(c.Create(ctx, o))
@@ -160,7 +166,7 @@ func Start(s *Stack) {
 	check(c.Status().Update(ctx, img))
 
 	if s.S3 == nil {
-		s.S3 = peers.StartS3(t, "velero")
+		s.S3 = peers.StartS3(t, Bucket)
 	}
 	if s.Prefix == "" {
 		s.Prefix = DefaultPrefix
@@ -174,7 +180,7 @@ func Start(s *Stack) {
 		Data: map[string][]byte{"cloud": s.S3.CredentialsFile("default")}}))
 	check(c.Create(ctx, &velerov1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Namespace: VeleroNamespace, Name: "default"},
 		Spec: velerov1.BackupStorageLocationSpec{Provider: "aws", Default: true,
-			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: "velero", Prefix: s.Prefix}},
+			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: Bucket, Prefix: s.Prefix}},
 			Credential:  &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cloud-credentials"}, Key: "cloud"},
 			Config:      map[string]string{"region": s.S3.Region, "s3Url": "http://" + s.s3Meter.addr(), "s3ForcePathStyle": "true"}}}))
 
@@ -299,7 +305,9 @@ func (p *process) peakRSS() int64 {
 	for line := range strings.Lines(string(status)) {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 			var kib int64
-			fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kib)
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kib); err != nil {
+				return 0
+			}
 			return kib << 10
 		}
 	}
@@ -345,7 +353,7 @@ func (s *Stack) Store() *imagestore.Store { return imagestore.New(s.Bucket(), s.
 
 // Bucket opens the BackupStorageLocation's bucket.
 func (s *Stack) Bucket() *blob.Bucket {
-	return must(bucket.Open(context.Background(), bucket.Config{Provider: "aws", Bucket: "velero", Credentials: s.S3.CredentialsFile("default"),
+	return must(bucket.Open(context.Background(), bucket.Config{Provider: "aws", Bucket: Bucket, Credentials: s.S3.CredentialsFile("default"),
 		Config: map[string]string{"region": s.S3.Region, "s3Url": s.S3.URL, "s3ForcePathStyle": "true"}}))
 }
 
