@@ -13,6 +13,7 @@ VERSITYGW_VERSION       ?= v1.8.0
 VELERO_VERSION          ?= v1.18.3
 VELERO_AWS_VERSION      ?= v1.14.3
 CRANE_VERSION           ?= v0.22.1
+GOLANGCI_LINT_VERSION   ?= v2.15.0
 
 BIN          := $(CURDIR)/bin
 ENVTEST_DIR  := $(BIN)/k8s/$(KUBE_VERSION)
@@ -22,10 +23,23 @@ ETCD         := $(ENVTEST_DIR)/etcd
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 VERSITYGW    := $(BIN)/versitygw-$(VERSITYGW_VERSION)
 CRANE        := $(BIN)/crane-$(CRANE_VERSION)
+GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 VELERO       := $(BIN)/velero-$(VELERO_VERSION)
 VELERO_PLUGIN_AWS := $(BIN)/velero-plugin-for-aws-$(VELERO_AWS_VERSION)
 
 GO_TEST_FLAGS ?= -race -count=1
+
+# Peers the tests run for real that Debian packages: skopeo reads exported OCI layouts, and
+# docker-registry is the distribution registry.
+DEBIAN_PACKAGES := skopeo docker-registry iproute2
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# What the whole stack (e2e, demo, bench-scale) needs. make expands a rule's prerequisites when
+# it reads the rule, so this is defined before any rule that names it.
+STACK_DEPS = build envtest-bins $(VERSITYGW) $(VELERO) $(VELERO_PLUGIN_AWS) debian-packages
+# The whole stack runs in a network namespace of its own: velero's manager always listens on
+# *:8080, and there only loopback exists. kube-apiserver needs a default route to pick its address.
+IN_NETNS = $(SUDO) unshare --net sh -c 'ip link set lo up && ip addr add 10.255.0.1/32 dev lo && ip route add default dev lo && exec "$$0" "$$@"'
 OPENSHIFT_API_DIR = $(shell go list -m -f '{{.Dir}}' github.com/openshift/api)
 VELERO_DIR = $(shell go list -m -f '{{.Dir}}' github.com/vmware-tanzu/velero)
 
@@ -77,12 +91,16 @@ images: ## Build the plugin and worker images (needs podman, or docker with a ru
 	$(CONTAINER_TOOL) build -f Dockerfile.plugin -t $(PLUGIN_IMG) .
 	$(CONTAINER_TOOL) build -f Dockerfile.worker -t $(WORKER_IMG) .
 
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint with .golangci.yml.
+	$(GOLANGCI_LINT) run --build-tags e2e ./...
+
 .PHONY: fmt
 fmt: ## Format the Go code.
 	gofmt -w $$(git ls-files '*.go')
 
 .PHONY: verify
-verify: generate manifests ## Fail when generated files are stale, go.mod is untidy, or code is unformatted or vetted badly.
+verify: generate manifests $(GOLANGCI_LINT) ## Fail when generated files are stale, go.mod is untidy, or code is unformatted, vetted badly or linted badly.
 	@git diff --exit-code -- api deploy test/crds || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
 	@untracked=$$(git ls-files --others --exclude-standard -- api deploy test/crds); \
 		[ -z "$$untracked" ] || { echo "generated files are not committed: $$untracked"; exit 1; }
@@ -90,6 +108,7 @@ verify: generate manifests ## Fail when generated files are stale, go.mod is unt
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 		[ -z "$$unformatted" ] || { echo "not gofmt-ed: $$unformatted"; exit 1; }
 	go vet ./...
+	$(GOLANGCI_LINT) run --build-tags e2e ./...
 
 ##@ Test
 
@@ -99,11 +118,6 @@ test: verify build unit e2e ## Everything CI runs: verify, static builds, then e
 .PHONY: unit
 unit: envtest-bins $(VERSITYGW) debian-packages ## Run the Go tests (envtest uses bin/k8s).
 	go test $(GO_TEST_FLAGS) ./...
-
-# The whole stack runs in a network namespace of its own: velero's manager always listens on
-# *:8080, and there only loopback exists. kube-apiserver needs a default route to pick its address.
-IN_NETNS = $(SUDO) unshare --net sh -c 'ip link set lo up && ip addr add 10.255.0.1/32 dev lo && ip route add default dev lo && exec "$$0" "$$@"'
-STACK_DEPS = build envtest-bins $(VERSITYGW) $(VELERO) $(VELERO_PLUGIN_AWS) debian-packages
 
 .PHONY: e2e
 e2e: $(STACK_DEPS) ## Run the end-to-end tests with a real velero server.
@@ -126,11 +140,6 @@ bench-scale: $(STACK_DEPS) ## Back up and restore 2,000 imagestreams (20,000 ima
 
 ##@ Tools (built from the Go module proxy, cached in bin/)
 
-# Peers the tests run for real that Debian packages: skopeo reads exported OCI layouts, and
-# docker-registry is the distribution registry.
-DEBIAN_PACKAGES := skopeo docker-registry iproute2
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-
 .PHONY: debian-packages
 debian-packages: ## Install the Debian packages the tests use, when missing.
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
@@ -143,40 +152,53 @@ debian-packages: ## Install the Debian packages the tests use, when missing.
 .PHONY: envtest-bins
 envtest-bins: $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER) $(ETCD) ## Build kube-apiserver, kube-controller-manager and etcd for the test control plane.
 
-# kube-apiserver and kube-controller-manager come from one tools module (hack/tools/kube).
-$(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER):
-	cd hack/tools/kube && go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$(KUBE_VERSION)" \
-		-o $@.tmp k8s.io/kubernetes/cmd/$(notdir $@)
-	mv $@.tmp $@
-
-$(ETCD):
-	cd hack/tools/etcd && go build -trimpath -ldflags "-s -w" -o $@.tmp .
-	mv $@.tmp $@
-
-# go-install-tool builds a main package at a version into $(1) as its own module, so its
-# dependencies never touch go.mod.
-define go-install-tool
-	GOBIN=$(BIN)/.install go install $(2)
-	mv $(BIN)/.install/$(notdir $(firstword $(subst @, ,$(2)))) $(1)
-	rmdir $(BIN)/.install
+# tool-build builds one tool, once per version, into bin/: it says what it builds and roughly
+# how long a first build takes, keeps the build's output (a wall of "go: downloading") in
+# bin/logs/, shows its tail only when the build fails, and says how long it took.
+# $(1): the tool, $(2): its cold build time on 2 cores, $(3): the build's shell commands.
+define tool-build
+	@mkdir -p $(BIN)/logs
+	@echo "building $(1) into bin/, once: about $(2) on 2 cores the first time, nothing after (log: bin/logs/$(notdir $@).log)"
+	@start=$$(date +%s); \
+	if ! ( $(3) ) >$(BIN)/logs/$(notdir $@).log 2>&1; then \
+		tail -n 30 $(BIN)/logs/$(notdir $@).log; echo "building $(1) failed; the whole log is bin/logs/$(notdir $@).log"; exit 1; \
+	fi; \
+	echo "built $(1) in $$(( $$(date +%s) - start ))s"
 endef
 
+# go-install-tool is the commands that build a main package at a version ($(1)) into the target
+# as its own module, so that its dependencies never touch go.mod.
+go-install-tool = GOBIN=$(BIN)/.install-$(notdir $@) go install $(1) && \
+	mv $(BIN)/.install-$(notdir $@)/$(notdir $(firstword $(subst @, ,$(1)))) $@ && rmdir $(BIN)/.install-$(notdir $@)
+
+# kube-apiserver and kube-controller-manager come from one tools module (hack/tools/kube).
+$(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER):
+	$(call tool-build,$(notdir $@) $(KUBE_VERSION),5 minutes,cd hack/tools/kube && \
+		go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$(KUBE_VERSION)" -o $@.tmp k8s.io/kubernetes/cmd/$(notdir $@) && mv $@.tmp $@)
+
+$(ETCD):
+	$(call tool-build,etcd $(ETCD_VERSION),1 minute,cd hack/tools/etcd && go build -trimpath -ldflags "-s -w" -o $@.tmp . && mv $@.tmp $@)
+
 $(CONTROLLER_GEN):
-	$(call go-install-tool,$@,sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION))
+	$(call tool-build,controller-gen $(CONTROLLER_TOOLS_VERSION),1 minute,$(call go-install-tool,sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)))
 
-$(VERSITYGW): ## The versitygw S3 server the tests run on 127.0.0.1.
-	$(call go-install-tool,$@,github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION))
+$(GOLANGCI_LINT):
+	$(call tool-build,golangci-lint $(GOLANGCI_LINT_VERSION),4 minutes,$(call go-install-tool,github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)))
 
-$(VELERO): ## The velero server and CLI, from hack/tools/velero (which repeats velero's replaces).
-	cd hack/tools/velero && go build -trimpath -ldflags "-s -w -X github.com/vmware-tanzu/velero/pkg/buildinfo.Version=$(VELERO_VERSION)" \
-		-o $@.tmp github.com/vmware-tanzu/velero/cmd/velero
-	mv $@.tmp $@
+# The versitygw S3 server the tests run on 127.0.0.1.
+$(VERSITYGW):
+	$(call tool-build,versitygw $(VERSITYGW_VERSION),1 minute,$(call go-install-tool,github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)))
+
+# The velero server and CLI, from hack/tools/velero (which repeats velero's replaces).
+$(VELERO):
+	$(call tool-build,velero $(VELERO_VERSION),4 minutes,cd hack/tools/velero && \
+		go build -trimpath -ldflags "-s -w -X github.com/vmware-tanzu/velero/pkg/buildinfo.Version=$(VELERO_VERSION)" -o $@.tmp github.com/vmware-tanzu/velero/cmd/velero && mv $@.tmp $@)
 
 $(VELERO_PLUGIN_AWS):
-	$(call go-install-tool,$@,github.com/vmware-tanzu/velero-plugin-for-aws/velero-plugin-for-aws@$(VELERO_AWS_VERSION))
+	$(call tool-build,velero-plugin-for-aws $(VELERO_AWS_VERSION),3 minutes,$(call go-install-tool,github.com/vmware-tanzu/velero-plugin-for-aws/velero-plugin-for-aws@$(VELERO_AWS_VERSION)))
 
 $(CRANE):
-	$(call go-install-tool,$@,github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION))
+	$(call tool-build,crane $(CRANE_VERSION),1 minute,$(call go-install-tool,github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)))
 
 .PHONY: clean
 clean: ## Remove built binaries but keep the cached tools.
