@@ -40,8 +40,11 @@ STACK_DEPS = build envtest-bins $(VERSITYGW) $(VELERO) $(VELERO_PLUGIN_AWS) debi
 # The whole stack runs in a network namespace of its own: velero's manager always listens on
 # *:8080, and there only loopback exists. kube-apiserver needs a default route to pick its address.
 IN_NETNS = $(SUDO) unshare --net sh -c 'ip link set lo up && ip addr add 10.255.0.1/32 dev lo && ip route add default dev lo && exec "$$0" "$$@"'
-OPENSHIFT_API_DIR = $(shell go list -m -f '{{.Dir}}' github.com/openshift/api)
-VELERO_DIR = $(shell go list -m -f '{{.Dir}}' github.com/vmware-tanzu/velero)
+# Where modules of go.mod are in the module cache; go list -m names no directory for a module
+# that is not downloaded yet, as on a fresh machine.
+module-dir = $(shell go mod download $(1) && go list -m -f '{{.Dir}}' $(1))
+OPENSHIFT_API_DIR = $(call module-dir,github.com/openshift/api)
+VELERO_DIR = $(call module-dir,github.com/vmware-tanzu/velero)
 
 # Tests find the tools through these.
 export KUBEBUILDER_ASSETS := $(ENVTEST_DIR)
