@@ -176,21 +176,21 @@ go-install-tool = GOBIN=$(BIN)/.install-$(notdir $@) go install $(1) && \
 
 # kube-apiserver and kube-controller-manager come from one tools module (hack/tools/kube).
 $(KUBE_APISERVER) $(KUBE_CONTROLLER_MANAGER):
-	$(call tool-build,$(notdir $@) $(KUBE_VERSION),5 minutes,cd hack/tools/kube && \
+	$(call tool-build,$(notdir $@) $(KUBE_VERSION),$(if $(filter kube-apiserver,$(notdir $@)),8 minutes,2 minutes after kube-apiserver),cd hack/tools/kube && \
 		go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$(KUBE_VERSION)" -o $@.tmp k8s.io/kubernetes/cmd/$(notdir $@) && mv $@.tmp $@)
 
 $(ETCD):
 	$(call tool-build,etcd $(ETCD_VERSION),1 minute,cd hack/tools/etcd && go build -trimpath -ldflags "-s -w" -o $@.tmp . && mv $@.tmp $@)
 
 $(CONTROLLER_GEN):
-	$(call tool-build,controller-gen $(CONTROLLER_TOOLS_VERSION),1 minute,$(call go-install-tool,sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)))
+	$(call tool-build,controller-gen $(CONTROLLER_TOOLS_VERSION),2 minutes,$(call go-install-tool,sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)))
 
 $(GOLANGCI_LINT):
-	$(call tool-build,golangci-lint $(GOLANGCI_LINT_VERSION),4 minutes,$(call go-install-tool,github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)))
+	$(call tool-build,golangci-lint $(GOLANGCI_LINT_VERSION),3 minutes,$(call go-install-tool,github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)))
 
 # The versitygw S3 server the tests run on 127.0.0.1.
 $(VERSITYGW):
-	$(call tool-build,versitygw $(VERSITYGW_VERSION),1 minute,$(call go-install-tool,github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)))
+	$(call tool-build,versitygw $(VERSITYGW_VERSION),2 minutes,$(call go-install-tool,github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)))
 
 # The velero server and CLI, from hack/tools/velero (which repeats velero's replaces).
 $(VELERO):

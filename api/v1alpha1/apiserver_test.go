@@ -280,6 +280,18 @@ func TestStatusPhasesAreEnumerated(t *testing.T) {
 	}
 	r.Spec.ImageStreamsBackupReference.Name = "another"
 	expectInvalid(t, env.Client.Update(ctx, r), "the backup a restore reads cannot change")
+
+	// A request to delete a backup's stored images cannot be taken back: the deletion may
+	// have begun.
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(b), b); err != nil {
+		t.Fatal(err)
+	}
+	b.Spec.DeleteStoredImages = true
+	if err := env.Client.Update(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	b.Spec.DeleteStoredImages = false
+	expectInvalid(t, env.Client.Update(ctx, b), "deleteStoredImages cannot be unset")
 }
 
 func expectInvalid(t *testing.T, err error, want ...string) {

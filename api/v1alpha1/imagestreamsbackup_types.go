@@ -5,6 +5,8 @@ import (
 )
 
 // ImageStreamsBackupSpec says which images to back up, where to, and when to start.
+//
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.deleteStoredImages) || !oldSelf.deleteStoredImages || (has(self.deleteStoredImages) && self.deleteStoredImages)",message="deleteStoredImages cannot be unset: the deletion may have begun"
 type ImageStreamsBackupSpec struct {
 	// startBackup starts the backup when true. Leave it false while references are still being
 	// added, for example while a Velero backup is scanning imagestreams.
@@ -31,6 +33,18 @@ type ImageStreamsBackupSpec struct {
 	// +optional
 	Cancel bool `json:"cancel,omitempty"`
 
+	// parts names the ImageStreamsBackups that hold the rest of this backup. The Velero plugin
+	// spreads a large Velero backup over several ImageStreamsBackups, each stored as a backup
+	// of its own, and lists the others here in the first one, the head, named after the Velero
+	// backup. The worker records them in the head's stored index, so that restoring the head
+	// restores every part, and names a part the location lacks.
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=1023
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	Parts []string `json:"parts,omitempty"`
+
 	// deleteStoredImages asks the worker to delete what this backup stored: its index, then
 	// every blob that no other backup in the location uses, and then this ImageStreamsBackup.
 	// It is the only way stored images are removed. Deleting an ImageStreamsBackup, its
@@ -46,13 +60,10 @@ type ImageStreamsBackupSpec struct {
 const (
 	// AnnotationParts on an ImageStreamsBackup (the head) says over how many objects the Velero
 	// plugin spreads the Velero backup's references, because one object could not hold them
-	// all. Without AnnotationPartNames, the parts are named <name>.1 ... <name>.<parts-1>.
+	// all; spec.parts names those that hold imagestreams. On a head the plugin did not make
+	// (no velero.io/backup-uid label) with no spec.parts, the parts are named <name>.1 ...
+	// <name>.<parts-1>, as earlier versions named them.
 	AnnotationParts = "oadp.openshift.io/parts"
-	// AnnotationPartNames on a head lists, comma-separated, the ImageStreamsBackups that hold
-	// the rest of its backup. Each part is backed up on its own; the worker records the names
-	// in the head's stored index, so that restoring the head restores every part and names
-	// a part that is missing.
-	AnnotationPartNames = "oadp.openshift.io/part-names"
 	// AnnotationOriginalUID on an ImageStreamsBackup made only to delete a stored backup
 	// (the Velero plugin makes one when `velero backup delete` runs on a cluster that lacks the
 	// original, such as a new cluster after the old one was lost) is the uid of the original

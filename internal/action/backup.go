@@ -115,11 +115,15 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 	// imagestream, not two thousand times.
 	var postOperation []velero.ResourceIdentifier
 	if a.firstOf(backup.UID, part) {
-		postOperation = []velero.ResourceIdentifier{{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: part}}
+		postOperation = append(postOperation, velero.ResourceIdentifier{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: part})
 		if part != backup.Name {
-			// The head lists its parts: it is written with them even when it holds no
-			// imagestream of its own.
+			// The head lists the parts: it is written with them, and backed up again with
+			// the parts, even when it holds no imagestream of its own; `velero backup
+			// delete` finds it in the backup that way.
 			a.recorder.touch(backup.Namespace+"/"+backup.Name, a.builder(backup, backup.Name))
+			if a.firstOf(backup.UID, backup.Name) {
+				postOperation = append(postOperation, velero.ResourceIdentifier{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: backup.Name})
+			}
 		}
 	}
 	return item, nil, operationID(part, is.Namespace, is.Name, time.Now()), postOperation, nil
@@ -237,9 +241,7 @@ func newPart(backup *velerov1.Backup, name string) *oadpv1alpha1.ImageStreamsBac
 // workers, several backups) never overwrite each other.
 func partObject(backup *velerov1.Backup, part string, parts []string, entries []any) *unstructured.Unstructured {
 	obj := newPart(backup, part)
-	if len(parts) > 0 {
-		obj.Annotations = map[string]string{oadpv1alpha1.AnnotationPartNames: strings.Join(parts, ",")}
-	}
+	obj.Spec.Parts = parts
 	for _, e := range entries {
 		obj.Spec.ImageStreams = append(obj.Spec.ImageStreams, e.(oadpv1alpha1.ImageStream))
 	}
@@ -278,7 +280,44 @@ func (a *BackupAction) Progress(operationID string, backup *velerov1.Backup) (ve
 		}
 		return velero.OperationProgress{}, err
 	}
-	return progressOf(isb, op, time.Now()), nil
+	p := progressOf(isb, op, time.Now())
+	if !p.Completed || p.Err != "" || op.object == backup.Name {
+		return p, nil
+	}
+	head, err := a.parts.get(ctx, client.ObjectKey{Namespace: backup.Namespace, Name: backup.Name})
+	if apierrors.IsNotFound(err) {
+		p.Err = fmt.Sprintf("ImageStreamsBackup %s, the head of the backup, no longer exists; restoring the backup needs it", backup.Name)
+		return p, nil
+	}
+	if err != nil {
+		return velero.OperationProgress{}, err
+	}
+	return throughHead(p, head, op, time.Now()), nil
+}
+
+// throughHead is the completed progress p of an imagestream in a part other than the head, as
+// the head decides it: a part's images are restored through the head's stored index, so the
+// operation is done once the head has stored a spec that lists the part.
+func throughHead(p velero.OperationProgress, head *oadpv1alpha1.ImageStreamsBackup, op operation, now time.Time) velero.OperationProgress {
+	st := head.Status
+	current := st.ObservedGeneration == head.Generation
+	switch {
+	case !slices.Contains(head.Spec.Parts, op.object) && op.waitingToBeRecorded(now):
+		p.Completed = false
+		p.Description += fmt.Sprintf("; waiting for ImageStreamsBackup %s, the head of the backup, to list %s", head.Name, op.object)
+	case !slices.Contains(head.Spec.Parts, op.object):
+		p.Err = fmt.Sprintf("ImageStreamsBackup %s, the head of the backup, does not list %s (the plugin could not write it: see the velero log), "+
+			"so restoring the backup would miss these images", head.Name, op.object)
+	case current && (st.Phase == oadpv1alpha1.BackupPhaseFailed || st.Phase == oadpv1alpha1.BackupPhaseCanceled):
+		p.Err = fmt.Sprintf("ImageStreamsBackup %s, the head of the backup, %s; restoring the backup needs its index", head.Name, st.Phase)
+		if c := meta.FindStatusCondition(st.Conditions, oadpv1alpha1.ConditionReady); c != nil {
+			p.Err += ": " + c.Message
+		}
+	case !current || st.Phase != oadpv1alpha1.BackupPhaseCompleted && st.Phase != oadpv1alpha1.BackupPhasePartiallyFailed:
+		p.Completed = false
+		p.Description += fmt.Sprintf("; waiting for ImageStreamsBackup %s, the head of the backup, to store its index", head.Name)
+	}
+	return p
 }
 
 // progressOf maps an ImageStreamsBackup's status onto the operation of one imagestream.

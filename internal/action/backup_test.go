@@ -290,8 +290,8 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 		}
 	}
 	sort.Strings(others)
-	if got := head.Annotations[oadpv1alpha1.AnnotationPartNames]; got != strings.Join(others, ",") {
-		t.Errorf("head lists parts %q, want %q", got, strings.Join(others, ","))
+	if !reflect.DeepEqual(head.Spec.Parts, others) {
+		t.Errorf("head lists parts %q, want %q", head.Spec.Parts, others)
 	}
 	// Velero backs up each part again once the operations end: each is named exactly once.
 	for name := range parts {
@@ -564,13 +564,24 @@ func TestAHeadWithoutImageStreamsListsItsParts(t *testing.T) {
 			inPart1 = append(inPart1, name)
 		}
 	}
+	var ops []string
+	named := map[string]bool{}
 	for i, name := range inPart1 {
-		if _, _, _, _, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(i)}}), backup); err != nil {
+		_, _, op, post, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(i)}}), backup)
+		if err != nil {
 			t.Fatal(err)
+		}
+		ops = append(ops, op)
+		for _, p := range post {
+			named[p.Name] = true
 		}
 	}
 	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// Velero backs the head up again with the parts: `velero backup delete` finds it there.
+	if !named["nohead"] {
+		t.Errorf("post-operation items %v, want the head among them", named)
 	}
 	head := &oadpv1alpha1.ImageStreamsBackup{}
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "nohead"}, head); err != nil {
@@ -581,9 +592,61 @@ func TestAHeadWithoutImageStreamsListsItsParts(t *testing.T) {
 		t.Fatalf("head holds %d imagestreams, parts %v; want none in the head and one part", len(head.Spec.ImageStreams), parts)
 	}
 	for name := range parts {
-		if got := head.Annotations[oadpv1alpha1.AnnotationPartNames]; got != name {
-			t.Errorf("head lists parts %q, want %q", got, name)
+		if !reflect.DeepEqual(head.Spec.Parts, []string{name}) {
+			t.Errorf("head lists parts %q, want %q", head.Spec.Parts, name)
 		}
+	}
+
+	// A part's images are restored through the head's index: its operations end once the
+	// head has stored its current spec too.
+	complete := func(name string) {
+		t.Helper()
+		isb := &oadpv1alpha1.ImageStreamsBackup{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, isb); err != nil {
+			t.Fatal(err)
+		}
+		isb.Status.Phase, isb.Status.ObservedGeneration = oadpv1alpha1.BackupPhaseCompleted, isb.Generation
+		if err := env.Client.Status().Update(ctx, isb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name := range parts {
+		complete(name)
+	}
+	if p, err := newAction().Progress(ops[0], backup); err != nil || p.Completed {
+		t.Errorf("Progress with the part stored and the head not = %+v, %v; want not completed", p, err)
+	}
+	complete("nohead")
+	if p, err := newAction().Progress(ops[0], backup); err != nil || !p.Completed || p.Err != "" {
+		t.Errorf("Progress with the part and the head stored = %+v, %v; want completed", p, err)
+	}
+}
+
+// A part the head does not list (its write failed) would be missed by a restore of the
+// backup: its operations fail by name once the head's write is certainly not coming.
+func TestAPartTheHeadDoesNotListFailsItsOperations(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	backup := newBackupObject(t, ns, "unlisted", 60)
+	for _, isb := range []*oadpv1alpha1.ImageStreamsBackup{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unlisted", Labels: map[string]string{action.LabelBackupUID: string(backup.UID)}}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "unlisted-part1-x"}, Spec: oadpv1alpha1.ImageStreamsBackupSpec{
+			ImageStreams: []oadpv1alpha1.ImageStream{{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{{DockerImageReference: host + "/app/web@" + digest(1)}}}}}},
+	} {
+		if err := env.Client.Create(ctx, isb); err != nil {
+			t.Fatal(err)
+		}
+		isb.Status.Phase, isb.Status.ObservedGeneration = oadpv1alpha1.BackupPhaseCompleted, isb.Generation
+		if err := env.Client.Status().Update(ctx, isb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ago := func(d time.Duration) string { return fmt.Sprint(time.Now().Add(-d).Unix()) }
+	if p, err := newAction().Progress("unlisted-part1-x/app/web/"+ago(time.Second), backup); err != nil || p.Completed {
+		t.Errorf("Progress while the head may still list the part = %+v, %v; want not completed", p, err)
+	}
+	if p, err := newAction().Progress("unlisted-part1-x/app/web/"+ago(time.Hour), backup); err != nil || !p.Completed || !strings.Contains(p.Err, "does not list unlisted-part1-x") {
+		t.Errorf("Progress once the head certainly does not list the part = %+v, %v; want it failed naming the part", p, err)
 	}
 }
 
@@ -604,5 +667,69 @@ func TestAHeadThatIsNotTheBackupsIsRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "another name") {
 			t.Errorf("Execute into %s's head = %v, want a refusal", name, err)
 		}
+	}
+}
+
+// failingClient refuses its first writes (creates of unstructured objects, applies and
+// patches) with err.
+type failingClient struct {
+	client.Client
+	failures atomic.Int64
+	err      error
+}
+
+func (c *failingClient) fail() error {
+	if c.failures.Add(-1) >= 0 {
+		return c.err
+	}
+	return nil
+}
+
+func (c *failingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if _, ok := obj.(*unstructured.Unstructured); ok {
+		if err := c.fail(); err != nil {
+			return err
+		}
+	}
+	return c.Client.Create(ctx, obj, opts...)
+}
+
+func (c *failingClient) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	if err := c.fail(); err != nil {
+		return err
+	}
+	return c.Client.Apply(ctx, obj, opts...)
+}
+
+func (c *failingClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	if err := c.fail(); err != nil {
+		return err
+	}
+	return c.Client.Patch(ctx, obj, patch, opts...)
+}
+
+// A part the API server refused to take is written by the next write: the plugin writes what
+// is left before it exits.
+func TestAPartTheAPIServerRefusedIsWrittenByTheNextFlush(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	fc := &failingClient{Client: env.Client, err: apierrors.NewBadRequest("refused once")}
+	fc.failures.Store(1)
+	a := action.NewBackupAction(logrus.New(), fc, func(context.Context) (string, error) { return host, nil })
+	backup := newBackupObject(t, ns, "refused", 10)
+	if _, _, _, _, err := a.Execute(imageStream("app", "web", tag{"latest", []string{host + "/app/web@" + digest(1)}}), backup); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := recorded(t, ns, "refused"); len(got) != 0 {
+		t.Fatalf("recorded %v although the API server refused the write", got)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := recorded(t, ns, "refused"); !reflect.DeepEqual(got, map[string][]string{"refused": {"app/web"}}) {
+		t.Errorf("recorded %v after the next flush, want app/web", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
@@ -55,13 +56,25 @@ func (a *DeleteAction) Execute(input *velero.DeleteItemActionExecuteInput) error
 		log.Debug("Kept: a record of another backup")
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// Velero asks once: a request that does not reach the API server is never made again, and
+	// the images would stay. An API server that is busy for a while is waited for.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	key := client.ObjectKey{Namespace: input.Backup.Namespace, Name: stored.Name}
+	again := func(err error) bool {
+		// A stand-in that exists already was created meanwhile: the next attempt finds it.
+		return transientAPIError(err) || apierrors.IsAlreadyExists(err)
+	}
+	return retry.OnError(recordBackoff, again, func() error { return a.request(ctx, log, input.Backup, stored) })
+}
+
+// request asks for the deletion of stored's images through the ImageStreamsBackup of its name
+// in the cluster, or through a stand-in where the cluster has none.
+func (a *DeleteAction) request(ctx context.Context, log logrus.FieldLogger, backup *velerov1.Backup, stored *oadpv1alpha1.ImageStreamsBackup) error {
+	key := client.ObjectKey{Namespace: backup.Namespace, Name: stored.Name}
 	live := &oadpv1alpha1.ImageStreamsBackup{}
 	err := a.client.Get(ctx, key, live)
 	if apierrors.IsNotFound(err) {
-		return a.createStandIn(ctx, log, key, stored)
+		return a.createStandIn(ctx, log, key, backup, stored)
 	}
 	if err != nil {
 		return fmt.Errorf("finding ImageStreamsBackup %s: %w", key, err)
@@ -80,12 +93,14 @@ func (a *DeleteAction) Execute(input *velero.DeleteItemActionExecuteInput) error
 }
 
 // createStandIn creates an ImageStreamsBackup that stands in for stored, a part of the deleted
-// backup that this cluster has none for, only to have the worker delete what stored wrote.
-func (a *DeleteAction) createStandIn(ctx context.Context, log logrus.FieldLogger, key client.ObjectKey, stored *oadpv1alpha1.ImageStreamsBackup) error {
+// backup that this cluster has none for, only to have the worker delete what stored wrote. It
+// names the location as this cluster knows the backup's: Velero's sync sets the Backup's
+// storage location to this cluster's own name for it, which the old cluster's may not be.
+func (a *DeleteAction) createStandIn(ctx context.Context, log logrus.FieldLogger, key client.ObjectKey, backup *velerov1.Backup, stored *oadpv1alpha1.ImageStreamsBackup) error {
 	standIn := &oadpv1alpha1.ImageStreamsBackup{
 		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: stored.Labels,
 			Annotations: map[string]string{oadpv1alpha1.AnnotationOriginalUID: string(stored.UID)}},
-		Spec: oadpv1alpha1.ImageStreamsBackupSpec{BackupLocation: stored.Spec.BackupLocation, DeleteStoredImages: true},
+		Spec: oadpv1alpha1.ImageStreamsBackupSpec{BackupLocation: &oadpv1alpha1.BackupLocation{Name: backup.Spec.StorageLocation}, DeleteStoredImages: true},
 	}
 	if stored.UID == "" {
 		return fmt.Errorf("ImageStreamsBackup %s in the backup has no uid, so its stored index cannot be told apart from another's; it is kept", key)

@@ -25,7 +25,7 @@ import (
 // backup, and <backup>-part<k>-<uid> for k = 1 ... n-1, each imagestream in the part its
 // namespace and name hash to. The head's creator fixes the number of parts from the size of
 // the Velero backup and records it in AnnotationParts, so every writer agrees; the head lists
-// the parts that hold imagestreams in AnnotationPartNames, so that the worker records them in
+// the parts that hold imagestreams in spec.parts, so that the worker records them in
 // the head's stored index. A backup of up to itemsPerPart items has one part, the head. Fifty
 // imagestreams of ten images make a part of about 90 KiB and a stored index of about 220 KiB.
 //

@@ -186,9 +186,17 @@ func (r *recorder) drain(q *queue) {
 		cancel()
 		log := r.log.WithFields(logrus.Fields{"kind": obj.GetKind(), "name": obj.GetNamespace() + "/" + obj.GetName(), "entries": len(entries)})
 		if err != nil {
-			// The entries' operations fail when they do not appear by recordDeadline.
-			log.WithError(err).Error("Failed to record entries")
-			continue
+			// The entries wait for the next write (the plugin writes what is left before it
+			// exits); their operations fail if they do not appear by recordDeadline.
+			log.WithError(err).Error("Failed to record entries; the next write takes them again")
+			r.mu.Lock()
+			q.entries = append(entries, q.entries...)
+			q.touched = q.touched || touched
+			q.writing = false
+			r.busy--
+			r.idle.Broadcast()
+			r.mu.Unlock()
+			return
 		}
 		log.Info("Recorded entries")
 		r.mu.Lock()

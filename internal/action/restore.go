@@ -153,27 +153,35 @@ func rewriteImageStream(is *imagev1.ImageStream, rw rewriter) {
 }
 
 // restoreFor returns the ImageStreamsRestore that brings back orig's images into namespace
-// target: one a person made for the backup that is still to run or running and pushes into
-// target too, else the Velero restore's own, created or extended with orig. A person's restore
-// that has finished (last week, perhaps, into other namespaces) is not this one's.
+// target: one a person made for the backup that is still to run or running, reads the Velero
+// backup's location and pushes into target too, else the Velero restore's own, created or
+// extended with orig. A person's restore that has finished (last week, perhaps, into other
+// namespaces) is not this one's.
 func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restore, orig *imagev1.ImageStream, target string) (string, error) {
 	persons, err := a.personsRestores(ctx, restore)
 	if err != nil {
 		return "", err
 	}
-	for _, r := range persons {
-		if r.Spec.BackupName() == restore.Spec.BackupName && covers(&r.Spec, orig) && !finished(&r) && mapped(r.Spec.NamespaceMapping, orig.Namespace) == target {
-			return r.Name, nil
-		}
-	}
 	location, err := a.locationOf(ctx, restore)
 	if err != nil {
 		return "", err
+	}
+	for _, r := range persons {
+		if r.Spec.BackupName() == restore.Spec.BackupName && covers(&r.Spec, orig) && !finished(&r) &&
+			mapped(r.Spec.NamespaceMapping, orig.Namespace) == target && reads(r.Spec.BackupLocation, location) {
+			return r.Name, nil
+		}
 	}
 	a.recorder.add(restore.Namespace+"/"+restore.Name, func(entries []any) *unstructured.Unstructured {
 		return restoreObject(restore, location, entries)
 	}, oadpv1alpha1.ImageStream{Name: orig.Name, Namespace: orig.Namespace})
 	return restore.Name, nil
+}
+
+// reads reports whether an ImageStreamsRestore's backupLocation is the Velero location name:
+// that one named, or none named (the default location, where most backups are).
+func reads(loc *oadpv1alpha1.BackupLocation, name string) bool {
+	return loc == nil || loc.Velero == nil && (loc.Name == "" || loc.Name == name)
 }
 
 // finished reports whether an ImageStreamsRestore has ended for its current spec.

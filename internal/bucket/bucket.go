@@ -3,6 +3,7 @@
 package bucket
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -74,6 +75,15 @@ func (c Config) provider() string { return strings.TrimPrefix(c.Provider, "veler
 func (c Config) TakesCredentials() bool {
 	p := c.provider()
 	return p != providerFile && p != providerMem
+}
+
+// SameTrust reports whether c verifies its endpoint's TLS certificate as o does: a location
+// that skips verification, or trusts a CA bundle of its own, could hand its credentials to a
+// server in the middle.
+func (c Config) SameTrust(o Config) bool {
+	ci, _ := c.bool("insecureSkipTLSVerify")
+	oi, _ := o.bool("insecureSkipTLSVerify")
+	return ci == oi && bytes.Equal(c.CACert, o.CACert)
 }
 
 // Endpoint names the service that the location's requests, and so its credentials, go to:

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -326,11 +325,12 @@ func wroteIndex(isb *oadpv1alpha1.ImageStreamsBackup, meta imagestore.IndexMeta)
 	return isb.Status.StartTimestamp != nil || isb.Annotations[oadpv1alpha1.AnnotationOriginalUID] != ""
 }
 
-// partNames are the ImageStreamsBackups that hold the rest of isb's Velero backup, as its
-// annotations name them.
+// partNames are the ImageStreamsBackups that hold the rest of isb's backup: spec.parts, or on
+// a head that the plugin did not make, the <name>.<k> of earlier versions that
+// AnnotationParts counts.
 func partNames(isb *oadpv1alpha1.ImageStreamsBackup) []string {
-	if names := isb.Annotations[oadpv1alpha1.AnnotationPartNames]; names != "" {
-		return strings.Split(names, ",")
+	if len(isb.Spec.Parts) > 0 || isb.Labels[velerov1.BackupUIDLabel] != "" {
+		return isb.Spec.Parts
 	}
 	n, _ := strconv.Atoi(isb.Annotations[oadpv1alpha1.AnnotationParts])
 	var out []string
@@ -381,10 +381,8 @@ type work struct {
 	failed error
 }
 
-func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() bool, isb *oadpv1alpha1.ImageStreamsBackup, store *imagestore.Store, opts copier.Options, host string, previous []imagestore.Entry) {
-	live := isb.DeepCopy() // status patches refresh it; isb keeps the generation this run copies
-	logger := log.FromContext(ctx).WithValues("imagestreamsbackup", client.ObjectKeyFromObject(isb))
-	start := time.Now()
+// plan lists the images isb copies, each reference once per imagestream.
+func plan(isb *oadpv1alpha1.ImageStreamsBackup) []*work {
 	var items []*work
 	for i := range isb.Spec.ImageStreams {
 		is := &isb.Spec.ImageStreams[i]
@@ -392,9 +390,17 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 			items = append(items, &work{is: is, ns: is.NamespaceOrDefault(), ref: ref})
 		}
 	}
+	return items
+}
+
+func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() bool, isb *oadpv1alpha1.ImageStreamsBackup, store *imagestore.Store, opts copier.Options, host string, previous []imagestore.Entry) {
+	live := isb.DeepCopy() // status patches refresh it; isb keeps the generation this run copies
+	logger := log.FromContext(ctx).WithValues("imagestreamsbackup", client.ObjectKeyFromObject(isb))
+	start := time.Now()
+	items := plan(isb)
 	total := int64(len(items))
 
-	pending, err := store.Begin(ctx, isb.Name, r.StaleAfter)
+	pending, err := store.Begin(ctx, isb.Name, writerID(isb), r.StaleAfter)
 	if err != nil {
 		r.retryLater(ctx, logger, live, isb, ReasonStoreUnavailable, fmt.Sprintf("marking the backup in progress: %v", err))
 		return
@@ -507,7 +513,13 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 			setFinal, fails, start)
 		return
 	}
+	parts := partNames(isb)
 	reason, partial, allFailed := outcome(total, failed.Load())
+	if allFailed && len(parts) > 0 {
+		// A head's index is the way to its parts: it is written even when none of the head's
+		// own images could be stored.
+		reason, partial, allFailed = ReasonPartiallyFailed, true, false
+	}
 	if allFailed {
 		_ = pending.Abort(ctx)
 		msg := fmt.Sprintf("all %d images failed; see status.failures", total)
@@ -521,13 +533,16 @@ func (r *BackupReconciler) runBackup(ctx context.Context, canceledByUser func() 
 	for _, it := range kept {
 		fails.note(it.ns, it.is.Name, it.ref.DockerImageReference, "; the copy stored by an earlier run stays in the backup")
 	}
-	meta := imagestore.IndexMeta{Writer: writerID(isb), Parts: partNames(isb)}
+	meta := imagestore.IndexMeta{Writer: writerID(isb), Parts: parts}
 	if err := pending.Commit(ctx, entries, meta); err != nil {
-		if errors.Is(err, imagestore.ErrBlobsCollected) {
-			r.retryLater(ctx, logger, live, isb, ReasonStoreUnavailable, fmt.Sprintf("%v; copying again", err))
+		_ = pending.Abort(context.WithoutCancel(ctx))
+		if errors.Is(err, imagestore.ErrInvalidIndex) {
+			r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonFailed, fmt.Sprintf("writing the backup's index: %v", err), setFinal, fails, start)
 			return
 		}
-		r.finishBackup(ctx, logger, isb, live, canceledByUser, oadpv1alpha1.BackupPhaseFailed, ReasonStoreUnavailable, fmt.Sprintf("writing the backup's index: %v", err), setFinal, fails, start)
+		// A store that refused the index, or a collection that removed what the backup counted
+		// on while its marker was stale: a new run uploads only what is missing.
+		r.retryLater(ctx, logger, live, isb, ReasonStoreUnavailable, fmt.Sprintf("writing the backup's index: %v; copying again", err))
 		return
 	}
 	phase, msg := oadpv1alpha1.BackupPhaseCompleted, fmt.Sprintf("stored %d images: %d bytes uploaded, %d bytes already stored", total, st.BytesUploaded, st.BytesSkipped)
@@ -625,7 +640,7 @@ func (r *BackupReconciler) reconcileDelete(ctx context.Context, isb *oadpv1alpha
 	if err := r.deleteIndex(ctx, isb, loc); err != nil {
 		return ctrl.Result{RequeueAfter: r.RetryInterval}, deleting(ReasonStoreUnavailable, "cannot delete the stored backup yet: "+err.Error())
 	}
-	done, rep, waiting := r.collector.collect(loc, key)
+	done, rep, waiting := r.collector.collect(loc, waiter{key, isb.UID})
 	if !done {
 		msg := "removed the backup's index; collecting the blobs no other backup uses"
 		if waiting != "" {

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"errors"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -34,13 +35,20 @@ type collector struct {
 	locs map[string]*gcQueue
 }
 
+// waiter is a resource that asked for a collection. Its uid tells it apart from one of the same
+// name made after it was deleted, which has asked for nothing yet.
+type waiter struct {
+	types.NamespacedName
+	UID types.UID
+}
+
 // gcQueue is the collection state of one location.
 type gcQueue struct {
 	loc *location.Location
 	// waiting asked for a collection that has not started; covered are covered by the one
 	// running; finished have been covered by one that completed, with what it did.
-	waiting, covered map[types.NamespacedName]bool
-	finished         map[types.NamespacedName]imagestore.GCReport
+	waiting, covered map[waiter]bool
+	finished         map[waiter]imagestore.GCReport
 	running          bool
 	// deferredBy names the backups in progress that held off the last attempt, or why it failed.
 	deferredBy string
@@ -72,13 +80,13 @@ func (c *collector) NeedLeaderElection() bool { return true }
 // collect asks for a collection of loc on behalf of who. It returns true, with the report,
 // once a collection that started after the first request of who has completed; until then it
 // returns false and a short description of what the collection waits for, if anything.
-func (c *collector) collect(loc *location.Location, who types.NamespacedName) (bool, imagestore.GCReport, string) {
+func (c *collector) collect(loc *location.Location, who waiter) (bool, imagestore.GCReport, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	key := loc.Key()
 	q := c.locs[key]
 	if q == nil {
-		q = &gcQueue{waiting: map[types.NamespacedName]bool{}, covered: map[types.NamespacedName]bool{}, finished: map[types.NamespacedName]imagestore.GCReport{}}
+		q = &gcQueue{waiting: map[waiter]bool{}, covered: map[waiter]bool{}, finished: map[waiter]imagestore.GCReport{}}
 		c.locs[key] = q
 	}
 	q.loc = loc // the latest credentials
@@ -96,14 +104,15 @@ func (c *collector) collect(loc *location.Location, who types.NamespacedName) (b
 	return false, imagestore.GCReport{}, q.deferredBy
 }
 
-// forget drops who's request, for a resource that went away.
-func (c *collector) forget(who types.NamespacedName) {
+// forget drops the requests of resources named key, which went away.
+func (c *collector) forget(key types.NamespacedName) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, q := range c.locs {
-		delete(q.waiting, who)
-		delete(q.covered, who)
-		delete(q.finished, who)
+		for _, m := range []map[waiter]bool{q.waiting, q.covered} {
+			maps.DeleteFunc(m, func(w waiter, _ bool) bool { return w.NamespacedName == key })
+		}
+		maps.DeleteFunc(q.finished, func(w waiter, _ imagestore.GCReport) bool { return w.NamespacedName == key })
 	}
 }
 
@@ -155,14 +164,14 @@ func (c *collector) run(q *gcQueue) {
 			log.Info("Garbage collection finished", "backups", rep.Backups, "blobsKept", rep.Kept, "blobsDeleted", rep.Deleted, "bytesFreed", rep.DeletedBytes)
 			for who := range q.covered {
 				q.finished[who] = rep
-				c.notify(who)
+				c.notify(who.NamespacedName)
 			}
 			clear(q.covered)
 		}
 		if q.deferredBy != before {
 			// The waiting resources say why they still wait.
 			for who := range q.covered {
-				c.notify(who)
+				c.notify(who.NamespacedName)
 			}
 		}
 		c.mu.Unlock()

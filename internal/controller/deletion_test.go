@@ -78,6 +78,7 @@ func TestDeletingObjectsNeverDeletesStoredImages(t *testing.T) {
 			proxy, b3, _ := slowBackup(t, c, "b3")
 			o := c.workerOptions()
 			o.Registry.Host = proxy.host()
+			o.StaleAfter = 2 * time.Second
 			stop()
 			stop = c.startWorker(o)
 			c.create(b3)
@@ -108,12 +109,21 @@ func TestDeletingObjectsNeverDeletesStoredImages(t *testing.T) {
 				}
 			}
 			// b3 stopped with the worker, or went with its namespace, or completed meanwhile;
-			// its in-progress marker, if left, would hold the collection off for half an hour.
-			if p, err := store.Begin(ctx, "b3", 0); err != nil || p.Abort(ctx) != nil {
-				t.Fatal(err)
+			// an in-progress marker it left holds the collection off until it is stale.
+			var rep imagestore.GCReport
+			deadline := time.Now().Add(5 * o.StaleAfter)
+			for {
+				var err error
+				if rep, err = store.GC(ctx, o.StaleAfter); err != nil {
+					t.Fatal(err)
+				}
+				if !rep.Deferred || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(200 * time.Millisecond)
 			}
-			if rep, err := store.GC(ctx, 0); err != nil || rep.Deferred || rep.Backups < 2 {
-				t.Errorf("GC = %+v, %v; want the stored backups kept", rep, err)
+			if rep.Deferred || rep.Backups < 2 {
+				t.Errorf("GC = %+v; want it to run once b3's marker is stale, and keep the stored backups", rep)
 			}
 			for _, name := range []string{"b1", "b2"} {
 				if _, err := store.Verify(ctx, name); err != nil {
@@ -161,7 +171,7 @@ func TestGarbageCollectionRunsOncePerLocationAndWaitsForBackupsInProgress(t *tes
 	}
 	keep := c.completed("keep", "", c.push("app/keep", imageOn(t, nil), c.registry.Host))
 	store := c.store()
-	busy, err := store.Begin(ctx, "busy", 0)
+	busy, err := store.Begin(ctx, "busy", "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +446,7 @@ func TestARestoreNamesAMissingPart(t *testing.T) {
 		images[n] = c.push("app/"+n, imageOn(t, nil), c.registry.Host)
 		isb := newBackup(c.ns, n, oadpv1alpha1.ImageStream{Name: n, Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(images[n], "latest")}})
 		if n == "split" {
-			isb.Annotations = map[string]string{oadpv1alpha1.AnnotationPartNames: "split-part1-abc,split-part2-abc"}
+			isb.Spec.Parts = []string{"split-part1-abc", "split-part2-abc"}
 		}
 		c.create(isb)
 		backups = append(backups, isb)
@@ -486,5 +496,38 @@ func TestARestoreWhoseRunFailedRestoresWhatIsAddedLater(t *testing.T) {
 	})
 	if isr.Status.Progress.ImagesDone != 1 {
 		t.Errorf("progress %+v, want web restored", isr.Status.Progress)
+	}
+}
+
+// A store that refuses a backup's index once, after the copy, or a restore's read of it, costs a
+// new attempt, not the backup or the restore.
+func TestAStoreThatRefusesTheIndexOnceIsAskedAgain(t *testing.T) {
+	c := newCluster(t)
+	var puts, gets atomic.Int64
+	c.locationThrough("flaky", faults.Config{Intercept: func(r *http.Request, _ faults.Counts) *faults.Reply {
+		if !strings.HasSuffix(r.URL.Path, "/backups/b1/index.json") {
+			return nil
+		}
+		if r.Method == http.MethodPut && puts.Add(1) == 1 || r.Method == http.MethodGet && gets.Add(1) == 1 {
+			return faults.S3Error(http.StatusForbidden, "AccessDenied", "Access Denied")
+		}
+		return nil
+	}})
+	c.startWorker(c.workerOptions())
+	rw := c.push("app/web", imageOn(t, nil), c.registry.Host)
+	isb := c.completed("b1", "flaky", rw)
+	if puts.Load() < 2 {
+		t.Errorf("the index was written %d times, want a second attempt after the refusal", puts.Load())
+	}
+	if isb.Status.Progress.ImagesDone != 1 {
+		t.Errorf("progress %+v, want the image", isb.Status.Progress)
+	}
+	isr := &oadpv1alpha1.ImageStreamsRestore{ObjectMeta: metav1.ObjectMeta{Namespace: c.ns, Name: "r1"}, Spec: oadpv1alpha1.ImageStreamsRestoreSpec{
+		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "b1"}, BackupLocation: &oadpv1alpha1.BackupLocation{Name: "flaky"},
+		NamespaceMapping: map[string]string{"app": "again"}}}
+	c.create(isr)
+	waitFor(t, isr, time.Minute, "restore Completed", restorePhase(oadpv1alpha1.RestorePhaseCompleted))
+	if gets.Load() < 2 {
+		t.Errorf("the index was read %d times, want a second attempt after the refusal", gets.Load())
 	}
 }

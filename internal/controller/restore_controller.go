@@ -98,7 +98,17 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	backup, err := store.ReadBackup(ctx, isr.Spec.BackupName())
 	if err != nil {
 		store.Close()
-		reason := ReasonStoreUnavailable
+		if !errors.Is(err, imagestore.ErrNotFound) && !errors.Is(err, imagestore.ErrInvalidIndex) {
+			// A store that did not answer is asked again.
+			log.FromContext(ctx).Info("Restore cannot start yet", "reason", ReasonStoreUnavailable, "error", err.Error())
+			return ctrl.Result{RequeueAfter: r.RetryInterval}, r.patchStatus(ctx, isr, func(s *oadpv1alpha1.ImageStreamsRestoreStatus) {
+				if s.Phase == "" {
+					s.Phase = oadpv1alpha1.RestorePhaseNew
+				}
+				setCondition(&s.CommonStatus, isr.Generation, oadpv1alpha1.ConditionReady, metav1.ConditionFalse, ReasonStoreUnavailable, err.Error())
+			})
+		}
+		reason := ReasonInvalidBackup
 		if errors.Is(err, imagestore.ErrNotFound) {
 			reason = ReasonBackupNotFound
 			err = fmt.Errorf("backup %q is not in the backup location (no backups/%s/index.json)", isr.Spec.BackupName(), isr.Spec.BackupName())

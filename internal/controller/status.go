@@ -24,7 +24,9 @@ const (
 	ReasonCanceled               = "Canceled"
 	ReasonBackupNotFound         = "BackupNotFound"
 	// ReasonBackupPartMissing: a split backup lists a part the location does not hold.
-	ReasonBackupPartMissing     = "BackupPartMissing"
+	ReasonBackupPartMissing = "BackupPartMissing"
+	// ReasonInvalidBackup: a stored backup's index cannot be read as it is.
+	ReasonInvalidBackup         = "InvalidBackup"
 	ReasonBackupExists          = "BackupExists"
 	ReasonStoreUnavailable      = "StoreUnavailable"
 	ReasonStoreFull             = "StoreFull"

@@ -169,7 +169,7 @@ func pushImages(t *testing.T, host string, images []v1.Image) []name.Digest {
 // the index, or on failure remove the marker and write none.
 func backUp(ctx context.Context, t *testing.T, store *imagestore.Store, backup string, ref name.Digest) error {
 	t.Helper()
-	pending, err := store.Begin(ctx, backup, 0)
+	pending, err := store.Begin(ctx, backup, "", 0)
 	if err != nil {
 		return err
 	}

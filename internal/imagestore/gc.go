@@ -2,10 +2,15 @@ package imagestore
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,22 +23,32 @@ import (
 // Backups and garbage collection exclude each other through two kinds of marker, so that GC
 // never deletes a blob that a running backup found present and decided not to upload:
 //
-//   - a backup writes backups/<name>/pending.json, then looks for gc.json; if a collection is
-//     running it waits for it to end.
-//   - GC writes gc.json, then looks for pending markers; if any backup is running it sweeps
+//   - a backup writes backups/<name>/pending-<id>.json, then looks for collection markers; if
+//     a collection is running it waits for it to end.
+//   - GC writes gc/<id>.json, then looks for backup markers; if any backup is running it sweeps
 //     nothing and reports that it deferred.
 //
 // Whichever writes second sees the other's marker (object stores read their own writes), so a
-// sweep and a backup never overlap. A marker not refreshed within its staleness time belongs
-// to a process that died and is ignored; each holder therefore refreshes its own marker in the
-// background (a lease) and acts on it only while it is certain the marker stayed fresh: GC
-// stops sweeping, and a backup checks before committing that nothing it relies on was
-// collected, once that is no longer certain.
+// sweep and a backup never overlap. Each holder has a marker of its own, so that one holder
+// ending never removes the marker another relies on. A marker not refreshed within its
+// staleness time belongs to a process that died and is ignored, and removed by the next
+// collection; each holder therefore refreshes its own in the background (a lease), records its
+// staleness time in it for readers configured otherwise, and acts on it only while it is
+// certain the marker stayed fresh throughout: GC stops sweeping, and a backup checks before
+// committing that nothing it counts on was collected, once that is no longer certain.
+// Earlier versions' markers (gc.json, backups/<name>/pending.json) are still honoured.
 
 // DefaultStaleAfter is how long a marker counts without being refreshed.
 const DefaultStaleAfter = 30 * time.Minute
 
-const gcKey = "gc.json"
+// maxStaleAfter bounds the staleness time a marker may claim: a forged or broken one cannot
+// hold off backups or collections for longer.
+const maxStaleAfter = 24 * time.Hour
+
+const (
+	gcMarkers      = "gc/"
+	legacyGCMarker = "gc.json"
+)
 
 var (
 	// ErrLeaseLost is returned by GC when it could not keep its marker fresh: a backup may have
@@ -46,15 +61,17 @@ var (
 
 type marker struct {
 	Heartbeat time.Time `json:"heartbeat"`
+	// StaleAfter is the holder's staleness time; readers honour it, up to maxStaleAfter.
+	StaleAfter time.Duration `json:"staleAfter,omitempty"`
 }
 
-// maxMarkerSize bounds what is read of a marker; ours are some 50 bytes.
+// maxMarkerSize bounds what is read of a marker; ours are some 80 bytes.
 const maxMarkerSize = 4 << 10
 
-// markerFresh reports whether raw is a marker refreshed within staleAfter of now. A marker
-// that is unreadable, too large, or that claims a heartbeat more than staleAfter ahead of now
-// (a broken clock, or a forged marker that would otherwise hold off backups or collections
-// forever) counts as stale.
+// markerFresh reports whether raw is a marker refreshed within its staleness time (the one it
+// records, at most maxStaleAfter, else staleAfter) of now. A marker that is unreadable, too
+// large, or that claims a heartbeat further ahead of now than that (a broken clock, or a forged
+// marker that would otherwise hold off backups or collections forever) counts as stale.
 func markerFresh(raw []byte, now time.Time, staleAfter time.Duration) bool {
 	if len(raw) > maxMarkerSize {
 		return false
@@ -63,16 +80,14 @@ func markerFresh(raw []byte, now time.Time, staleAfter time.Duration) bool {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return false
 	}
+	if m.StaleAfter > 0 {
+		staleAfter = min(m.StaleAfter, maxStaleAfter)
+	}
 	age := now.Sub(m.Heartbeat)
 	return age < staleAfter && age > -staleAfter
 }
 
-func (s *Store) writeMarker(ctx context.Context, key string) error {
-	raw, _ := json.Marshal(marker{Heartbeat: time.Now().UTC()})
-	return s.bucket.WriteAll(ctx, key, raw, &blob.WriterOptions{ContentType: "application/json"})
-}
-
-// freshMarker reports whether key holds a marker refreshed within staleAfter.
+// freshMarker reports whether key holds a marker that is fresh (see markerFresh).
 func (s *Store) freshMarker(ctx context.Context, key string, staleAfter time.Duration) (bool, error) {
 	r, err := s.bucket.NewReader(ctx, key, nil)
 	if gcerrors.Code(err) == gcerrors.NotFound {
@@ -90,9 +105,76 @@ func (s *Store) freshMarker(ctx context.Context, key string, staleAfter time.Dur
 	return markerFresh(raw, time.Now(), staleAfter), nil
 }
 
+// freshMarkers returns the keys under prefix accepted by match whose markers are fresh. It
+// removes stale ones when sweep is set (their holders died); mine is never removed.
+func (s *Store) freshMarkers(ctx context.Context, prefix string, match func(key string) bool, staleAfter time.Duration, sweep bool, mine string) ([]string, error) {
+	var fresh []string
+	it := s.bucket.List(&blob.ListOptions{Prefix: prefix})
+	for {
+		obj, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return fresh, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing markers under %s: %w", prefix, err)
+		}
+		if obj.Key == mine || !match(obj.Key) {
+			continue
+		}
+		ok, err := s.freshMarker(ctx, obj.Key, staleAfter)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case ok:
+			fresh = append(fresh, obj.Key)
+		case sweep:
+			if err := s.bucket.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+				return nil, fmt.Errorf("removing stale marker %s: %w", obj.Key, err)
+			}
+		}
+	}
+}
+
+// collecting reports whether a garbage collection runs.
+func (s *Store) collecting(ctx context.Context, staleAfter time.Duration) (bool, error) {
+	if ok, err := s.freshMarker(ctx, legacyGCMarker, staleAfter); err != nil || ok {
+		return ok, err
+	}
+	keys, err := s.freshMarkers(ctx, gcMarkers, isMarker, staleAfter, false, "")
+	return len(keys) > 0, err
+}
+
+func isMarker(key string) bool { return strings.HasSuffix(key, ".json") }
+
+// isBackupMarker matches backups/<name>/pending-<id>.json and earlier versions'
+// backups/<name>/pending.json.
+func isBackupMarker(key string) bool {
+	base := path.Base(key)
+	return strings.HasPrefix(base, "pending") && strings.HasSuffix(base, ".json") && strings.Count(key, "/") == 2
+}
+
+// holderID names holder's markers: a digest, so that any holder string makes a safe key; a
+// random one for an empty holder.
+func holderID(holder string) string {
+	if holder == "" {
+		return markerID()
+	}
+	sum := sha256.Sum256([]byte(holder))
+	return hex.EncodeToString(sum[:8])
+}
+
+func markerID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
 // lease is a marker its holder keeps fresh in the background. It renews the marker every
-// quarter of staleAfter and counts as held while the last renewal is less than half of
-// staleAfter old, which leaves the other half for clocks that disagree.
+// quarter of staleAfter and counts as held while every renewal came within half of staleAfter
+// of the one before, the last one included: the other half is left for clocks that disagree.
+// Once a gap was longer, it is lost for good, however well later renewals go, because another
+// process may have taken the marker for stale meanwhile.
 type lease struct {
 	s          *Store
 	key        string
@@ -100,6 +182,7 @@ type lease struct {
 
 	mu      sync.Mutex
 	renewed time.Time // the start of the last successful write, on the monotonic clock
+	lost    bool
 
 	stop context.CancelFunc
 	done chan struct{}
@@ -130,20 +213,27 @@ func (s *Store) takeLease(ctx context.Context, key string, staleAfter time.Durat
 
 func (l *lease) renew(ctx context.Context) error {
 	start := time.Now()
-	if err := l.s.writeMarker(ctx, l.key); err != nil {
+	raw, _ := json.Marshal(marker{Heartbeat: start.UTC(), StaleAfter: l.staleAfter})
+	if err := l.s.bucket.WriteAll(ctx, l.key, raw, &blob.WriterOptions{ContentType: "application/json"}); err != nil {
 		return fmt.Errorf("writing marker %s: %w", l.key, err)
 	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.renewed.IsZero() && start.Sub(l.renewed) >= l.staleAfter/2 {
+		l.lost = true
+	}
 	l.renewed = start
-	l.mu.Unlock()
 	return nil
 }
 
-// held reports whether the marker certainly is still fresh for every reader.
+// held reports whether the marker certainly stayed fresh for every reader since it was taken.
 func (l *lease) held() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return time.Since(l.renewed) < l.staleAfter/2
+	if time.Since(l.renewed) >= l.staleAfter/2 {
+		l.lost = true
+	}
+	return !l.lost
 }
 
 // release stops renewing and deletes the marker.
@@ -164,18 +254,21 @@ type Pending struct {
 	lease *lease
 }
 
-// Begin marks backup name as in progress, waiting while a garbage collection runs, and keeps
-// the mark fresh until Commit or Abort, or until ctx ends (the mark then stays until it is
-// stale, so that the backup can resume without a collection in between). staleAfter zero
-// means DefaultStaleAfter.
-func (s *Store) Begin(ctx context.Context, name string, staleAfter time.Duration) (*Pending, error) {
+// Begin marks backup name as in progress on behalf of holder, waiting while a garbage
+// collection runs, and keeps the mark fresh until Commit or Abort, or until ctx ends (the mark
+// then stays until it is stale, so that the backup can resume without a collection in
+// between). A holder has one marker per backup: a later Begin by the same holder (the same
+// writer resuming after its process died) takes that marker over, and its Commit or Abort
+// removes it, so a dead run's marker does not hold collections off until it is stale. An
+// empty holder is a run of its own. staleAfter zero means DefaultStaleAfter.
+func (s *Store) Begin(ctx context.Context, name, holder string, staleAfter time.Duration) (*Pending, error) {
 	if err := ValidateBackupName(name); err != nil {
 		return nil, err
 	}
 	if staleAfter <= 0 {
 		staleAfter = DefaultStaleAfter
 	}
-	l, err := s.takeLease(ctx, backupKey(name, "pending.json"), staleAfter)
+	l, err := s.takeLease(ctx, backupKey(name, "pending-"+holderID(holder)+".json"), staleAfter)
 	if err != nil {
 		return nil, fmt.Errorf("marking backup %s in progress: %w", name, err)
 	}
@@ -194,7 +287,7 @@ func (p *Pending) waitForGC(ctx context.Context) error {
 		if err := p.lease.renew(ctx); err != nil {
 			return fmt.Errorf("marking backup %s in progress: %w", p.name, err)
 		}
-		busy, err := p.s.freshMarker(ctx, gcKey, p.lease.staleAfter)
+		busy, err := p.s.collecting(ctx, p.lease.staleAfter)
 		if err != nil {
 			return err
 		}
@@ -279,16 +372,21 @@ func (s *Store) GC(ctx context.Context, staleAfter time.Duration) (GCReport, err
 		staleAfter = DefaultStaleAfter
 	}
 	var rep GCReport
-	if busy, err := s.freshMarker(ctx, gcKey, staleAfter); err != nil {
+	if busy, err := s.collecting(ctx, staleAfter); err != nil {
 		return rep, err
 	} else if busy {
 		return rep, ErrGCRunning
 	}
-	l, err := s.takeLease(ctx, gcKey, staleAfter)
+	mine := gcMarkers + markerID() + ".json"
+	l, err := s.takeLease(ctx, mine, staleAfter)
 	if err != nil {
 		return rep, fmt.Errorf("marking garbage collection: %w", err)
 	}
 	defer func() { _ = l.release(context.WithoutCancel(ctx)) }()
+	// Markers of collections that died are removed, so that they are not read again.
+	if _, err := s.freshMarkers(ctx, gcMarkers, isMarker, staleAfter, true, mine); err != nil {
+		return rep, err
+	}
 
 	running, err := s.runningBackups(ctx, staleAfter)
 	if err != nil {
@@ -343,26 +441,18 @@ func (s *Store) GC(ctx context.Context, staleAfter time.Duration) (GCReport, err
 	return rep, nil
 }
 
+// runningBackups names the backups with a fresh in-progress marker, and removes the stale
+// markers of backups whose worker died.
 func (s *Store) runningBackups(ctx context.Context, staleAfter time.Duration) ([]string, error) {
+	keys, err := s.freshMarkers(ctx, "backups/", isBackupMarker, staleAfter, true, "")
+	if err != nil {
+		return nil, fmt.Errorf("looking for backups in progress: %w", err)
+	}
 	var running []string
-	it := s.bucket.List(&blob.ListOptions{Prefix: "backups/"})
-	for {
-		obj, err := it.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			return running, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("listing backups in progress: %w", err)
-		}
-		if !strings.HasSuffix(obj.Key, "/pending.json") {
-			continue
-		}
-		fresh, err := s.freshMarker(ctx, obj.Key, staleAfter)
-		if err != nil {
-			return nil, err
-		}
-		if fresh {
-			running = append(running, strings.TrimSuffix(strings.TrimPrefix(obj.Key, "backups/"), "/pending.json"))
+	for _, k := range keys {
+		if name := path.Base(path.Dir(k)); !slices.Contains(running, name) {
+			running = append(running, name)
 		}
 	}
+	return running, nil
 }

@@ -338,7 +338,7 @@ func TestHostileMarkersNeitherBlockNorExhaustMemory(t *testing.T) {
 			if tt.running {
 				return
 			}
-			if _, err := s.Begin(ctx, "b", 0); err != nil {
+			if _, err := s.Begin(ctx, "b", "", 0); err != nil {
 				t.Errorf("Begin = %v, want it not to wait for a marker that is not a running collection", err)
 			}
 		})

@@ -43,6 +43,19 @@ const (
 	AnnotationWriter = "oadp.openshift.io/writer"
 )
 
+// ErrInvalidIndex is matched by the errors of an index that cannot be written or read as it is:
+// trying again does not help.
+var ErrInvalidIndex = errors.New("invalid index")
+
+// invalidIndexError marks err as ErrInvalidIndex without changing its message.
+type invalidIndexError struct{ err error }
+
+func (e *invalidIndexError) Error() string        { return e.err.Error() }
+func (e *invalidIndexError) Unwrap() error        { return e.err }
+func (e *invalidIndexError) Is(target error) bool { return target == ErrInvalidIndex }
+
+func invalidIndex(err error) error { return &invalidIndexError{err} }
+
 // IndexMeta is what a backup's index records beside its images.
 type IndexMeta struct {
 	// Writer identifies the ImageStreamsBackup that wrote the index; empty in indexes written
@@ -91,7 +104,7 @@ func ValidateBackupName(name string) error {
 // backups/<name>/index.json.
 func MarshalIndex(entries []Entry, meta IndexMeta) ([]byte, error) {
 	if err := meta.validate(); err != nil {
-		return nil, err
+		return nil, invalidIndex(err)
 	}
 	idx := v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: make([]v1.Descriptor, 0, len(entries))}
 	if meta.Writer != "" || len(meta.Parts) > 0 {
@@ -303,7 +316,7 @@ func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry, me
 		return err
 	}
 	if slices.Contains(meta.Parts, name) {
-		return fmt.Errorf("backup %s lists itself as a part", name)
+		return invalidIndex(fmt.Errorf("backup %s lists itself as a part", name))
 	}
 	if err := s.ensureLayout(ctx); err != nil {
 		return fmt.Errorf("writing oci-layout: %w", err)
@@ -395,7 +408,7 @@ func (s *Store) readIndex(ctx context.Context, name string, max int64) ([]Entry,
 	}
 	entries, meta, count, err := parseIndex(raw)
 	if err != nil {
-		return nil, meta, 0, fmt.Errorf("backup %s: %w", name, err)
+		return nil, meta, 0, invalidIndex(fmt.Errorf("backup %s: %w", name, err))
 	}
 	if len(meta.Parts) == 0 && count > 1 {
 		for k := 1; k < count; k++ {
@@ -404,7 +417,7 @@ func (s *Store) readIndex(ctx context.Context, name string, max int64) ([]Entry,
 		meta.legacyParts = true
 	}
 	if slices.Contains(meta.Parts, name) {
-		return nil, meta, 0, fmt.Errorf("backup %s lists itself as a part", name)
+		return nil, meta, 0, invalidIndex(fmt.Errorf("backup %s lists itself as a part", name))
 	}
 	return entries, meta, int64(len(raw)), nil
 }

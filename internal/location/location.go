@@ -63,10 +63,11 @@ type Location struct {
 // Resolve reads loc (nil means Velero's default location) from the Velero namespace with c.
 // Credentials end up only in the returned Location, never in errors.
 //
-// An inline location may use a credentials Secret only with an endpoint that a
-// BackupStorageLocation of the Velero namespace uses the same Secret with: whoever may write
-// an ImageStreamsBackup must not be able to send the cluster's object store credentials to a
-// server of their choosing.
+// An inline location may use credentials, a Secret's or, without one, those of the provider's
+// default chain (the pod's own identity), only with an endpoint that a BackupStorageLocation of
+// the Velero namespace uses the same credentials with, trusting its certificate the same way:
+// whoever may write an ImageStreamsBackup must not be able to send the cluster's object store
+// credentials to a server of their choosing.
 func Resolve(ctx context.Context, c client.Reader, veleroNamespace string, loc *oadpv1alpha1.BackupLocation) (*Location, error) {
 	if loc != nil && loc.Velero != nil {
 		v := loc.Velero
@@ -82,10 +83,8 @@ func Resolve(ctx context.Context, c client.Reader, veleroNamespace string, loc *
 		if err := readCredentials(ctx, c, veleroNamespace, v.Credential, out); err != nil {
 			return nil, err
 		}
-		if len(out.Bucket.Credentials) > 0 {
-			if err := vouchedFor(ctx, c, veleroNamespace, v.Credential, out); err != nil {
-				return nil, err
-			}
+		if err := vouchedFor(ctx, c, veleroNamespace, v.Credential, out); err != nil {
+			return nil, err
 		}
 		return out, nil
 	}
@@ -110,8 +109,9 @@ func fromBSL(bsl *velerov1.BackupStorageLocation) *Location {
 	return out
 }
 
-// vouchedFor returns nil when a BackupStorageLocation uses the credentials Secret sel (Velero's
-// default one when nil) with out's endpoint.
+// vouchedFor returns nil when a BackupStorageLocation uses the credentials of sel (Velero's
+// default Secret when nil, or the provider's default chain when that does not exist) with
+// out's endpoint and trust.
 func vouchedFor(ctx context.Context, c client.Reader, ns string, sel *corev1.SecretKeySelector, out *Location) error {
 	name, key := secretOf(sel)
 	list := &velerov1.BackupStorageLocationList{}
@@ -123,12 +123,16 @@ func vouchedFor(ctx context.Context, c client.Reader, ns string, sel *corev1.Sec
 		if n, k := secretOf(bsl.Spec.Credential); n != name || k != key || bsl.Spec.ObjectStorage == nil {
 			continue
 		}
-		if fromBSL(bsl).Bucket.Endpoint() == out.Bucket.Endpoint() {
+		if b := fromBSL(bsl).Bucket; b.Endpoint() == out.Bucket.Endpoint() && b.SameTrust(out.Bucket) {
 			return nil
 		}
 	}
-	return fail(ReasonCredentialsNotAllowed, "location %s would send credentials Secret %s/%s (key %s) to %s, which no BackupStorageLocation in %s uses them with; name a BackupStorageLocation instead",
-		out.Name, ns, name, key, out.Bucket.Endpoint(), ns)
+	creds := fmt.Sprintf("credentials Secret %s/%s (key %s)", ns, name, key)
+	if len(out.Bucket.Credentials) == 0 {
+		creds = fmt.Sprintf("the credentials of the provider's default chain (there is no Secret %s/%s)", ns, name)
+	}
+	return fail(ReasonCredentialsNotAllowed, "location %s would send %s to %s, which no BackupStorageLocation in %s uses them with, "+
+		"trusting its certificate the same way; name a BackupStorageLocation instead", out.Name, creds, out.Bucket.Endpoint(), ns)
 }
 
 // secretOf is the Secret and key a credential selector names, Velero's default when it names none.

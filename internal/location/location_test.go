@@ -58,7 +58,7 @@ func TestResolve(t *testing.T) {
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = velerov1.AddToScheme(scheme)
 	inline := &oadpv1alpha1.BackupLocation{Name: "dpa-name", Velero: &oadpv1alpha1.VeleroLocation{Provider: "aws",
-		ObjectStorage: oadpv1alpha1.ObjectStorageLocation{Bucket: "inline-bucket", Prefix: "p"}, Credential: selector("custom", "cloud")}}
+		ObjectStorage: oadpv1alpha1.ObjectStorageLocation{Bucket: "inline-bucket", Prefix: "p", CACert: []byte("PEM")}, Credential: selector("custom", "cloud")}}
 	tests := []struct {
 		name        string
 		objects     []client.Object
@@ -81,7 +81,12 @@ func TestResolve(t *testing.T) {
 			elsewhere(inline, "s3Url", "https://attacker.example"), "", "", location.ReasonCredentialsNotAllowed, "to aws https://attacker.example"},
 		{"an inline location sending the default Secret to another endpoint", []client.Object{bsl("main", true, nil), secret("cloud-credentials", "cloud", "DEFAULT")},
 			withoutCredential(elsewhere(inline, "s3Url", "https://attacker.example")), "", "", location.ReasonCredentialsNotAllowed, "openshift-adp/cloud-credentials"},
-		{"an inline location without credentials goes anywhere", nil, withoutCredential(elsewhere(inline, "s3Url", "https://public.example")), "inline-bucket", "", "", ""},
+		{"an inline location without a Secret sending the provider's own credentials elsewhere", nil, withoutCredential(elsewhere(inline, "s3Url", "https://public.example")), "", "", location.ReasonCredentialsNotAllowed,
+			"would send the credentials of the provider's default chain (there is no Secret openshift-adp/cloud-credentials) to aws https://public.example"},
+		{"an inline location sending a location's Secret to its endpoint without verifying it", []client.Object{bsl("main", false, selector("custom", "cloud")), secret("custom", "cloud", "INLINE")},
+			elsewhere(inline, "insecureSkipTLSVerify", "true"), "", "", location.ReasonCredentialsNotAllowed, "trusting its certificate the same way"},
+		{"an inline file location takes no credentials", nil, &oadpv1alpha1.BackupLocation{Velero: &oadpv1alpha1.VeleroLocation{Provider: "file",
+			ObjectStorage: oadpv1alpha1.ObjectStorageLocation{Bucket: "/var/backups"}}}, "/var/backups", "", "", ""},
 		{"a missing named location", nil, &oadpv1alpha1.BackupLocation{Name: "gone"}, "", "", location.ReasonLocationNotFound, "BackupStorageLocation openshift-adp/gone not found"},
 		{"no default location", []client.Object{bsl("other", false, nil)}, nil, "", "", location.ReasonLocationNotFound, "no BackupStorageLocation in openshift-adp is marked default"},
 		{"a missing explicit Secret", []client.Object{bsl("main", false, selector("absent", "cloud"))}, &oadpv1alpha1.BackupLocation{Name: "main"}, "", "",

@@ -439,20 +439,27 @@ func otherCluster(t *testing.T, prefix string) *stack.Stack {
 }
 
 // The cluster is lost; a fresh one with a Velero on the same location restores from the
-// bucket alone, and deleting a backup there removes that backup's images and only its.
+// bucket alone, and deleting a backup there removes that backup's images and only its. The
+// backups go to a location of their own (named otherwise in the fresh cluster, as Velero's sync
+// allows), so that the fresh cluster syncs only them.
 func TestAFreshClusterRestoresFromTheBucketAlone(t *testing.T) {
 	ctx := context.Background()
+	const prefix = "lost-cluster"
+	st.AddLocation("dr", prefix)
 	createNamespace(t, st, "lost")
 	digests := map[string]string{"web": smallImageStream(t, st, "lost", "web"), "api": smallImageStream(t, st, "lost", "api")}
-	st.Run("backup", "create", "lost1", "--include-namespaces", "lost", "--wait")
+	st.Run("backup", "create", "lost1", "--include-namespaces", "lost", "--storage-location", "dr", "--wait")
 	createNamespace(t, st, "lost2")
 	smallImageStream(t, st, "lost2", "web")
-	st.Run("backup", "create", "lost2", "--include-namespaces", "lost2", "--wait")
-	store := st.Store()
+	st.Run("backup", "create", "lost2", "--include-namespaces", "lost2", "--storage-location", "dr", "--wait")
+	store := st.StoreAt(prefix)
 	defer store.Close()
 	before := storedBackups(t, store)
+	if !slices.Equal(before, []string{"lost1", "lost2"}) {
+		t.Fatalf("stored backups under %s: %v, want lost1 and lost2", prefix, before)
+	}
 
-	fresh := otherCluster(t, stack.DefaultPrefix)
+	fresh := otherCluster(t, prefix)
 	fc := fresh.Env.Client
 	fresh.WaitFor(2*time.Minute, "Velero syncing lost1 into the fresh cluster", func() bool {
 		vb := &velerov1.Backup{}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -35,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 	"github.com/openshift/oadp-imagestreams-backup/test/peers"
@@ -176,13 +179,11 @@ func Start(s *Stack) {
 	t.Cleanup(s.s3Meter.close)
 	s.CredentialsFile = filepath.Join(t.TempDir(), "cloud")
 	check(os.WriteFile(s.CredentialsFile, s.S3.CredentialsFile("default"), 0o600))
-	check(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: VeleroNamespace, Name: "cloud-credentials"},
-		Data: map[string][]byte{"cloud": s.S3.CredentialsFile("default")}}))
-	check(c.Create(ctx, &velerov1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Namespace: VeleroNamespace, Name: "default"},
-		Spec: velerov1.BackupStorageLocationSpec{Provider: "aws", Default: true,
-			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: Bucket, Prefix: s.Prefix}},
-			Credential:  &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cloud-credentials"}, Key: "cloud"},
-			Config:      map[string]string{"region": s.S3.Region, "s3Url": "http://" + s.s3Meter.addr(), "s3ForcePathStyle": "true"}}}))
+	check(c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: VeleroNamespace, Name: credentialsSecret},
+		Data: map[string][]byte{credentialsKey: s.S3.CredentialsFile("default")}}))
+	bsl := s.location("default", s.Prefix, "http://"+s.s3Meter.addr())
+	bsl.Spec.Default = true
+	check(c.Create(ctx, bsl))
 
 	s.StartVelero(true)
 	s.StartWorker()
@@ -329,32 +330,109 @@ func (s *Stack) Run(args ...string) string {
 	return string(out)
 }
 
-// WaitFor polls cond; it panics with the tails of velero's and the worker's logs on timeout.
+// WaitFor polls cond; it panics on timeout with what the stack's resources say and the tails
+// of velero's and the worker's logs.
 func (s *Stack) WaitFor(timeout time.Duration, what string, cond func() bool) {
 	if err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
 		return cond(), nil
 	}); err != nil {
-		logs, _ := os.ReadFile(filepath.Join(s.home, "velero-server.log"))
-		tail := string(logs)
-		if len(tail) > 8000 {
-			tail = tail[len(tail)-8000:]
-		}
-		wlog, _ := os.ReadFile(filepath.Join(s.home, "worker.log"))
-		wtail := string(wlog)
-		if len(wtail) > 4000 {
-			wtail = wtail[len(wtail)-4000:]
-		}
-		panic(fmt.Sprintf("waiting for %s: %v\nvelero server log tail:\n%s\nworker log tail:\n%s", what, err, tail, wtail))
+		panic(fmt.Sprintf("waiting for %s: %v\n%s\nvelero server log tail:\n%s\nworker log tail:\n%s", what, err,
+			s.describeResources(), tailOf(filepath.Join(s.home, "velero-server.log"), 8000, veleroChatter), tailOf(filepath.Join(s.home, "worker.log"), 4000, nil)))
 	}
 }
 
+// veleroChatter matches the lines velero's server logs every few seconds whatever happens.
+var veleroChatter = regexp.MustCompile(`Validating BackupStorageLocation|BackupStorageLocations is valid|msg="plugin process exited"|Checking for existing backup locations ready to be verified`)
+
+// tailOf returns the last max bytes of the file's lines that skip does not match.
+func tailOf(file string, maxBytes int, skip *regexp.Regexp) string {
+	raw, _ := os.ReadFile(file)
+	var kept []string
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if skip == nil || !skip.MatchString(line) {
+			kept = append(kept, line)
+		}
+	}
+	tail := strings.Join(kept, "\n")
+	if len(tail) > maxBytes {
+		tail = tail[len(tail)-maxBytes:]
+	}
+	return tail
+}
+
+// describeResources lists the ImageStreamsBackups and ImageStreamsRestores of the Velero
+// namespace with their phase and Ready condition.
+func (s *Stack) describeResources() string {
+	ctx := context.Background()
+	var b strings.Builder
+	isbs := &oadpv1alpha1.ImageStreamsBackupList{}
+	if err := s.Env.Client.List(ctx, isbs, client.InNamespace(VeleroNamespace)); err != nil {
+		fmt.Fprintf(&b, "listing ImageStreamsBackups: %v\n", err)
+	}
+	for i := range isbs.Items {
+		isb := &isbs.Items[i]
+		fmt.Fprintf(&b, "ImageStreamsBackup %s uid=%s generation=%d phase=%s deleteStoredImages=%v deleting=%v%s\n", isb.Name, isb.UID, isb.Generation,
+			isb.Status.Phase, isb.Spec.DeleteStoredImages, !isb.DeletionTimestamp.IsZero(), readyOf(isb.Status.Conditions))
+	}
+	isrs := &oadpv1alpha1.ImageStreamsRestoreList{}
+	if err := s.Env.Client.List(ctx, isrs, client.InNamespace(VeleroNamespace)); err != nil {
+		fmt.Fprintf(&b, "listing ImageStreamsRestores: %v\n", err)
+	}
+	for i := range isrs.Items {
+		isr := &isrs.Items[i]
+		fmt.Fprintf(&b, "ImageStreamsRestore %s phase=%s%s\n", isr.Name, isr.Status.Phase, readyOf(isr.Status.Conditions))
+	}
+	return b.String()
+}
+
+func readyOf(conditions []metav1.Condition) string {
+	c := meta.FindStatusCondition(conditions, oadpv1alpha1.ConditionReady)
+	if c == nil {
+		return ""
+	}
+	return fmt.Sprintf(" ready=%s/%s: %s", c.Status, c.Reason, c.Message)
+}
+
 // Store opens the location the way an administrator would.
-func (s *Stack) Store() *imagestore.Store { return imagestore.New(s.Bucket(), s.Prefix) }
+func (s *Stack) Store() *imagestore.Store { return s.StoreAt(s.Prefix) }
+
+// StoreAt opens the store under prefix in the stack's bucket.
+func (s *Stack) StoreAt(prefix string) *imagestore.Store { return imagestore.New(s.Bucket(), prefix) }
+
+// AddLocation adds a BackupStorageLocation beside the default one, in the same bucket under
+// prefix, and waits until Velero finds it Available.
+func (s *Stack) AddLocation(locationName, prefix string) {
+	ctx := context.Background()
+	bsl := s.location(locationName, prefix, s.S3.URL)
+	check(s.Env.Client.Create(ctx, bsl))
+	s.WaitFor(time.Minute, "BackupStorageLocation "+locationName+" Available", func() bool {
+		return s.Env.Client.Get(ctx, client.ObjectKeyFromObject(bsl), bsl) == nil && bsl.Status.Phase == velerov1.BackupStorageLocationPhaseAvailable
+	})
+}
+
+// The Secret, and its key, that hold the S3 credentials every location of the stack uses.
+const (
+	credentialsSecret = "cloud-credentials"
+	credentialsKey    = "cloud"
+)
+
+// location is a BackupStorageLocation in the stack's bucket under prefix, reached at s3URL.
+func (s *Stack) location(locationName, prefix, s3URL string) *velerov1.BackupStorageLocation {
+	return &velerov1.BackupStorageLocation{ObjectMeta: metav1.ObjectMeta{Namespace: VeleroNamespace, Name: locationName},
+		Spec: velerov1.BackupStorageLocationSpec{Provider: "aws",
+			StorageType: velerov1.StorageType{ObjectStorage: &velerov1.ObjectStorageLocation{Bucket: Bucket, Prefix: prefix}},
+			Credential:  &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: credentialsSecret}, Key: credentialsKey},
+			Config:      s.s3Config(s3URL)}}
+}
+
+func (s *Stack) s3Config(s3URL string) map[string]string {
+	return map[string]string{"region": s.S3.Region, "s3Url": s3URL, "s3ForcePathStyle": "true"}
+}
 
 // Bucket opens the BackupStorageLocation's bucket.
 func (s *Stack) Bucket() *blob.Bucket {
 	return must(bucket.Open(context.Background(), bucket.Config{Provider: "aws", Bucket: Bucket, Credentials: s.S3.CredentialsFile("default"),
-		Config: map[string]string{"region": s.S3.Region, "s3Url": s.S3.URL, "s3ForcePathStyle": "true"}}))
+		Config: s.s3Config(s.S3.URL)}))
 }
 
 // Home is the directory that holds velero's and the worker's logs.
