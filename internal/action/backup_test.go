@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -731,5 +732,51 @@ func TestAPartTheAPIServerRefusedIsWrittenByTheNextFlush(t *testing.T) {
 	}
 	if got := recorded(t, ns, "refused"); !reflect.DeepEqual(got, map[string][]string{"refused": {"app/web"}}) {
 		t.Errorf("recorded %v after the next flush, want app/web", got)
+	}
+}
+
+// A part that first appears after the head was written (a flush came between, as when Velero
+// asks for progress while another backup of the same plugin process still collects items) is
+// added to the head's list, not lost from it.
+func TestAPartThatAppearsAfterTheHeadWasWrittenIsListed(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	backup := newBackupObject(t, ns, "late", 150) // three parts
+	a := newAction()
+	byPart := map[uint32]string{}
+	for i := 0; len(byPart) < 3; i++ {
+		name := fmt.Sprintf("is-%d", i)
+		h := fnv.New32a()
+		fmt.Fprintf(h, "app/%s", name)
+		if _, ok := byPart[h.Sum32()%3]; !ok {
+			byPart[h.Sum32()%3] = name
+		}
+	}
+	for _, k := range []uint32{0, 1, 2} { // the head's own, then one part, then the other
+		name := byPart[k]
+		if _, _, _, _, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(int(k))}}), backup); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head := &oadpv1alpha1.ImageStreamsBackup{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "late"}, head); err != nil {
+		t.Fatal(err)
+	}
+	parts := recorded(t, ns, "late")
+	delete(parts, "late")
+	var want []string
+	for name := range parts {
+		want = append(want, name)
+	}
+	sort.Strings(want)
+	got := slices.Sorted(slices.Values(head.Spec.Parts))
+	if len(want) != 2 || !reflect.DeepEqual(got, want) {
+		t.Errorf("head lists parts %q, want the two parts that hold imagestreams %q", got, want)
+	}
+	if len(head.Spec.ImageStreams) != 1 {
+		t.Errorf("head holds %d imagestreams, want its own one", len(head.Spec.ImageStreams))
 	}
 }

@@ -117,16 +117,15 @@ func (r *recorder) add(key string, build func(entries []any) *unstructured.Unstr
 	}
 }
 
-// touch has the object build makes written whole at the next write, even if no entry is
-// queued for it: a head lists its parts, whatever it holds itself.
+// touch has the object build makes written at the next write, even if no entry is queued for
+// it: a head lists its parts, whatever it holds itself, and lists a part that appears after it
+// was written.
 func (r *recorder) touch(key string, build func(entries []any) *unstructured.Unstructured) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(key)
 	q.build = build
-	if !q.written {
-		q.touched = true
-	}
+	q.touched = true
 	if !r.holdUntilFlush {
 		r.startLocked(q)
 	}
@@ -208,15 +207,19 @@ func (r *recorder) drain(q *queue) {
 	}
 }
 
-// entriesOnly is obj reduced to what identifies it and its spec.imageStreams entries.
+// entriesOnly is obj reduced to what identifies it and the lists a later write adds to:
+// spec.imageStreams and, on a head, spec.parts (sets, so each write's manager owns the items
+// it sends and the API server keeps the earlier ones).
 func entriesOnly(obj *unstructured.Unstructured) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{Object: map[string]any{}}
 	u.SetAPIVersion(obj.GetAPIVersion())
 	u.SetKind(obj.GetKind())
 	u.SetNamespace(obj.GetNamespace())
 	u.SetName(obj.GetName())
-	if list, ok, _ := unstructured.NestedSlice(obj.Object, "spec", "imageStreams"); ok {
-		_ = unstructured.SetNestedSlice(u.Object, list, "spec", "imageStreams")
+	for _, field := range []string{"imageStreams", "parts"} {
+		if list, ok, _ := unstructured.NestedSlice(obj.Object, "spec", field); ok {
+			_ = unstructured.SetNestedSlice(u.Object, list, "spec", field)
+		}
 	}
 	return u
 }
