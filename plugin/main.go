@@ -6,8 +6,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -19,15 +21,16 @@ import (
 )
 
 func main() {
+	var queued flushers
 	framework.NewServer().
 		RegisterBackupItemActionV2(action.BackupActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
-			return action.NewBackupAction(log, c, action.RegistryHost(c))
+			return hold(&queued, action.NewBackupAction(log, c, action.RegistryHost(c)))
 		})).
 		RegisterBackupItemActionV2(action.TagBackupActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
 			return action.NewTagBackupAction(log, action.RegistryHost(c))
 		})).
 		RegisterRestoreItemActionV2(action.RestoreActionName, withClient(func(log logrus.FieldLogger, c client.Client) any {
-			return action.NewRestoreAction(log, c, action.RegistryHost(c))
+			return hold(&queued, action.NewRestoreAction(log, c, action.RegistryHost(c)))
 		})).
 		RegisterRestoreItemActionV2(action.TagRestoreActionName, withClient(
 			func(log logrus.FieldLogger, c client.Client) any {
@@ -48,10 +51,42 @@ func main() {
 	// what the actions queued is written before then.
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
-	if err := action.Flush(ctx); err != nil {
+	if err := queued.flush(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "imagestreams-backup-plugin: stopped before writing everything it recorded:", err)
 		os.Exit(1)
 	}
+}
+
+// flusher is an action whose Execute queues writes that only Flush is sure to make.
+type flusher interface {
+	Flush(ctx context.Context) error
+}
+
+// flushers are the actions of this process that queue writes, for main to flush when Velero
+// stops the plugin. Velero creates each action on first use, from a gRPC handler.
+type flushers struct {
+	mu  sync.Mutex
+	all []flusher
+}
+
+// hold adds a to fs and returns it.
+func hold[F flusher](fs *flushers, a F) F {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.all = append(fs.all, a)
+	return a
+}
+
+// flush writes what every held action queued, waiting until it is written or ctx ends.
+func (fs *flushers) flush(ctx context.Context) error {
+	fs.mu.Lock()
+	all := append([]flusher(nil), fs.all...)
+	fs.mu.Unlock()
+	errs := make([]error, 0, len(all))
+	for _, f := range all {
+		errs = append(errs, f.Flush(ctx))
+	}
+	return errors.Join(errs...)
 }
 
 // withClient gives an action a client from the kubeconfig Velero runs with ($KUBECONFIG) or

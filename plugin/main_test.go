@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -45,5 +47,29 @@ func TestInitializerFailsWithoutACluster(t *testing.T) {
 	init := withClient(func(logrus.FieldLogger, client.Client) any { return "action" })
 	if a, err := init(logrus.New()); err == nil {
 		t.Fatalf("initializer = %v without any kubeconfig, want an error", a)
+	}
+}
+
+type recordingFlusher struct {
+	flushed int
+	err     error
+}
+
+func (f *recordingFlusher) Flush(context.Context) error {
+	f.flushed++
+	return f.err
+}
+
+// When Velero stops the plugin, main flushes every action it created, even after one of them
+// failed to write everything.
+func TestFlushWritesEveryHeldAction(t *testing.T) {
+	var fs flushers
+	failed := hold(&fs, &recordingFlusher{err: errors.New("refused")})
+	ok := hold(&fs, &recordingFlusher{})
+	if err := fs.flush(context.Background()); err == nil || err.Error() != "refused" {
+		t.Errorf("flush = %v, want the failed action's error", err)
+	}
+	if failed.flushed != 1 || ok.flushed != 1 {
+		t.Errorf("flushed %d and %d times, want each action once", failed.flushed, ok.flushed)
 	}
 }

@@ -151,6 +151,10 @@ type Progress struct {
 // MaxFailures bounds status.failures; status.progress.imagesFailed keeps the full count.
 const MaxFailures = 50
 
+// MaxFailedImageStreams bounds status.failedImageStreams, so that the status of a restore of
+// every imagestream of a large backup still fits in one object.
+const MaxFailedImageStreams = 1000
+
 // ImageFailure records why one image could not be copied.
 type ImageFailure struct {
 	// namespace is the imagestream's namespace.
@@ -209,4 +213,46 @@ type CommonStatus struct {
 	// +listType=atomic
 	// +optional
 	Failures []ImageFailure `json:"failures,omitempty"`
+
+	// failedImageStreams counts the failed images of every imagestream that has any, including
+	// those whose failures status.failures has no room for, for up to MaxFailedImageStreams
+	// imagestreams; progress.imagesFailed beyond what they count says some are left out.
+	// +kubebuilder:validation:MaxItems=1000
+	// +listType=atomic
+	// +optional
+	FailedImageStreams []ImageStreamFailures `json:"failedImageStreams,omitempty"`
+}
+
+// ImageStreamFailures counts the images of one imagestream that could not be copied.
+type ImageStreamFailures struct {
+	// namespace is the imagestream's namespace.
+	// +optional
+	Namespace string `json:"namespace,omitempty"`
+	// name is the imagestream's name.
+	Name string `json:"name"`
+	// imagesFailed is how many of its images failed.
+	ImagesFailed int64 `json:"imagesFailed"`
+}
+
+// FailedImageStreamsLeftOut reports whether status.failedImageStreams had no room for every
+// imagestream with failed images: one it does not list may then have failed too.
+func (s *CommonStatus) FailedImageStreamsLeftOut() bool {
+	if len(s.FailedImageStreams) < MaxFailedImageStreams {
+		return false
+	}
+	var counted int64
+	for _, f := range s.FailedImageStreams {
+		counted += f.ImagesFailed
+	}
+	return counted < s.Progress.ImagesFailed
+}
+
+// ImagesFailedOf returns how many images of imagestream namespace/name failed.
+func (s *CommonStatus) ImagesFailedOf(namespace, name string) int64 {
+	for _, f := range s.FailedImageStreams {
+		if f.Namespace == namespace && f.Name == name {
+			return f.ImagesFailed
+		}
+	}
+	return 0
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,7 +14,6 @@ import (
 	"github.com/vmware-tanzu/velero/pkg/label"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -35,11 +33,8 @@ var imageStreamsBackupsResource = schema.GroupResource{Group: oadpv1alpha1.Group
 // imagestream's internal images in the ImageStreamsBackup of the Velero backup and returns an
 // operation that completes when the worker has stored them. It returns the item unchanged.
 type BackupAction struct {
-	log          logrus.FieldLogger
-	client       client.Client
-	recorder     *recorder
-	parts        *snapshots[*oadpv1alpha1.ImageStreamsBackup]
-	registryHost func(context.Context) (string, error)
+	recording
+	parts *snapshots[*oadpv1alpha1.ImageStreamsBackup]
 
 	mu      sync.Mutex
 	backups map[types.UID]*backupParts // item-block workers share the process
@@ -53,14 +48,15 @@ type backupParts struct {
 	named map[string]bool
 }
 
-// NewBackupAction returns the action; registryHost tells the internal registry's host.
+// NewBackupAction returns the action; registryHost tells the internal registry's host. Its
+// creator calls Flush before the process exits.
 func NewBackupAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *BackupAction {
-	a := &BackupAction{log: log, client: c, recorder: newRecorder(c, log, "imagestreams-backup-plugin"), registryHost: registryHost,
-		parts:   newSnapshots(c, func() *oadpv1alpha1.ImageStreamsBackup { return &oadpv1alpha1.ImageStreamsBackup{} }),
+	a := &BackupAction{recording: newRecording(log, c, registryHost, "imagestreams-backup-plugin"),
+		parts:   newSnapshots(c, backupKind, func() *oadpv1alpha1.ImageStreamsBackup { return &oadpv1alpha1.ImageStreamsBackup{} }),
 		backups: map[types.UID]*backupParts{}}
-	a.recorder.holdUntilFlush = true // see Progress
-	// Progress, right after the flush, answers from what the writes returned instead of
-	// reading every part again.
+	a.recorder.holdUntilFlush = true // written when item collection has ended: see itemCollectionEnded
+	// Progress, right after those writes, answers from what they returned instead of reading
+	// every part again.
 	a.recorder.written = func(u *unstructured.Unstructured) {
 		isb := &oadpv1alpha1.ImageStreamsBackup{}
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, isb); err == nil {
@@ -108,11 +104,11 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 	part := partName(backup, parts, is.Namespace, is.Name)
 	a.recorder.add(backup.Namespace+"/"+part, a.builder(backup, part), oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
 	// Velero logs every item itself, and the recorder logs each write; a line per imagestream
-	// from the plugin would go through Velero's log pipe a thousand times a backup.
+	// from the plugin would go through Velero's log pipe once per item besides.
 	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Debug("Queued internal images")
 	// Velero backs up every operation's post-operation items again when the operations end,
 	// one by one, reading each from the API server: the part is named once, with its first
-	// imagestream, not two thousand times.
+	// imagestream, not once per imagestream.
 	var postOperation []velero.ResourceIdentifier
 	if a.firstOf(backup.UID, part) {
 		postOperation = append(postOperation, velero.ResourceIdentifier{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: part})
@@ -131,8 +127,8 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 
 // builder makes part of backup, with entries, for the recorder; the head names the parts
 // that hold imagestreams so far.
-func (a *BackupAction) builder(backup *velerov1.Backup, part string) func([]any) *unstructured.Unstructured {
-	return func(entries []any) *unstructured.Unstructured {
+func (a *BackupAction) builder(backup *velerov1.Backup, part string) func([]oadpv1alpha1.ImageStream) *unstructured.Unstructured {
+	return func(entries []oadpv1alpha1.ImageStream) *unstructured.Unstructured {
 		var parts []string
 		if part == backup.Name {
 			parts = a.partNames(backup)
@@ -167,9 +163,6 @@ func (a *BackupAction) partNames(backup *velerov1.Backup) []string {
 	return names
 }
 
-// Flush writes every imagestream Execute has queued.
-func (a *BackupAction) Flush(ctx context.Context) error { return a.recorder.flush(ctx) }
-
 // partCount creates the head ImageStreamsBackup on first use, fixing the number of parts, or
 // reads it from the head another writer created. A head of the name that belongs to no part
 // of this Velero backup (another one's, of the same name made earlier, or a person's) is
@@ -185,7 +178,7 @@ func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (
 		total = backup.Status.Progress.TotalItems
 	}
 	head := newPart(backup, backup.Name)
-	head.Annotations = map[string]string{AnnotationParts: strconv.Itoa(partsFor(total))}
+	head.Annotations = map[string]string{oadpv1alpha1.AnnotationParts: strconv.Itoa(partsFor(total))}
 	err := a.client.Create(ctx, head)
 	if apierrors.IsAlreadyExists(err) {
 		if err = a.client.Get(ctx, client.ObjectKeyFromObject(head), head); err == nil {
@@ -196,7 +189,7 @@ func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (
 		return 0, fmt.Errorf("creating ImageStreamsBackup %s/%s: %w", head.Namespace, head.Name, err)
 	}
 	a.recorder.exists(head.Namespace + "/" + head.Name)
-	n, err := strconv.Atoi(head.Annotations[AnnotationParts])
+	n, err := strconv.Atoi(head.Annotations[oadpv1alpha1.AnnotationParts])
 	if err != nil || n < 1 {
 		n = 1 // a head made by a person records everything itself
 	}
@@ -239,12 +232,10 @@ func newPart(backup *velerov1.Backup, name string) *oadpv1alpha1.ImageStreamsBac
 // partObject is a part holding entries, for server-side apply; a head with parts lists them.
 // imageStreams is a map keyed by namespace and name, so concurrent writers (Velero's item-block
 // workers, several backups) never overwrite each other.
-func partObject(backup *velerov1.Backup, part string, parts []string, entries []any) *unstructured.Unstructured {
+func partObject(backup *velerov1.Backup, part string, parts []string, entries []oadpv1alpha1.ImageStream) *unstructured.Unstructured {
 	obj := newPart(backup, part)
 	obj.Spec.Parts = parts
-	for _, e := range entries {
-		obj.Spec.ImageStreams = append(obj.Spec.ImageStreams, e.(oadpv1alpha1.ImageStream))
-	}
+	obj.Spec.ImageStreams = entries
 	u := forApply(obj)
 	// startBackup: false is part of what every writer applies, so it stays false until Velero
 	// has collected every item; omitempty would drop it.
@@ -252,37 +243,45 @@ func partObject(backup *velerov1.Backup, part string, parts []string, entries []
 	return u
 }
 
-const imagesNotBackedUp = "its images are not backed up"
-
-// Progress reports the operation of one imagestream from its ImageStreamsBackup's status.
+// Progress reports the operation of one imagestream, in two steps: itemCollectionEnded writes
+// what Execute held back, then storedProgress answers from the parts as stored, reading only.
+// Velero's own pvc_action keeps Progress read-only; this one writes in its first step because its
+// first call is how the plugin learns that item collection has ended.
 func (a *BackupAction) Progress(operationID string, backup *velerov1.Backup) (velero.OperationProgress, error) {
 	op, err := parseOperationID(operationID)
 	if err != nil {
 		return velero.OperationProgress{}, err
 	}
-	// Execute only queues. Velero asks for the progress of every operation as soon as it has
-	// collected every item, in the same plugin process, and the worker starts no sooner: what
-	// is queued is written now, each part whole and once, while Velero waits. Writing during
-	// item collection made the API server rewrite growing parts hundreds of times: item
-	// collection of 1,000 imagestreams took 11 s instead of 5.
-	flushCtx, cancelFlush := context.WithTimeout(context.Background(), time.Minute)
-	if err := a.recorder.flushHeld(flushCtx); err != nil {
-		// The operations of what is not written fail by name after recordDeadline.
-		a.log.WithError(err).Warn("Not every imagestream is written into its ImageStreamsBackup yet")
-	}
-	cancelFlush()
+	a.itemCollectionEnded()
+	return a.storedProgress(op, backup)
+}
+
+// itemCollectionEnded writes every part whose entries Execute holds, each once and whole, and
+// waits for those writes; with nothing held it does nothing.
+//
+// Velero asks for the progress of an operation only once it has collected every item of the
+// backup, first in the process that ran Execute, and the worker starts copying a part no sooner.
+// So Execute holds its entries, and this step, at the first Progress, writes them while Velero
+// waits: writing while Velero collects items would rewrite growing parts again and again, and
+// item collection would wait on the API server. A later call writes only what was queued since
+// (another backup in the same process still collecting items). A write that fails is logged;
+// the operations of the imagestreams it held fail by name after recordDeadline.
+func (a *BackupAction) itemCollectionEnded() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	isb, err := a.parts.get(ctx, client.ObjectKey{Namespace: backup.Namespace, Name: op.object})
-	if err != nil {
-		if apierrors.IsNotFound(err) {
-			return op.unwritten(time.Now(), "ImageStreamsBackup", backup.Namespace, false, imagesNotBackedUp), nil
-		}
-		return velero.OperationProgress{}, err
+	if err := a.recorder.flushHeld(ctx); err != nil {
+		a.log.WithError(err).Warn("Not every imagestream is written into its ImageStreamsBackup yet")
 	}
-	p := progressOf(isb, op, time.Now())
-	if !p.Completed || p.Err != "" || op.object == backup.Name {
-		return p, nil
+}
+
+// storedProgress is the operation's progress as the stored part and head tell it. It only reads,
+// through a.parts, which holds what the last reads and writes returned.
+func (a *BackupAction) storedProgress(op operation, backup *velerov1.Backup) (velero.OperationProgress, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := a.parts.progress(ctx, backup.Namespace, op, progressOf)
+	if err != nil || !p.Completed || p.Err != "" || op.object == backup.Name {
+		return p, err
 	}
 	head, err := a.parts.get(ctx, client.ObjectKey{Namespace: backup.Namespace, Name: backup.Name})
 	if apierrors.IsNotFound(err) {
@@ -309,10 +308,7 @@ func throughHead(p velero.OperationProgress, head *oadpv1alpha1.ImageStreamsBack
 		p.Err = fmt.Sprintf("ImageStreamsBackup %s, the head of the backup, does not list %s (the plugin could not write it: see the velero log), "+
 			"so restoring the backup would miss these images", head.Name, op.object)
 	case current && (st.Phase == oadpv1alpha1.BackupPhaseFailed || st.Phase == oadpv1alpha1.BackupPhaseCanceled):
-		p.Err = fmt.Sprintf("ImageStreamsBackup %s, the head of the backup, %s; restoring the backup needs its index", head.Name, st.Phase)
-		if c := meta.FindStatusCondition(st.Conditions, oadpv1alpha1.ConditionReady); c != nil {
-			p.Err += ": " + c.Message
-		}
+		p.Err = withReadyMessage(fmt.Sprintf("ImageStreamsBackup %s, the head of the backup, %s; restoring the backup needs its index", head.Name, st.Phase), st.Conditions)
 	case !current || st.Phase != oadpv1alpha1.BackupPhaseCompleted && st.Phase != oadpv1alpha1.BackupPhasePartiallyFailed:
 		p.Completed = false
 		p.Description += fmt.Sprintf("; waiting for ImageStreamsBackup %s, the head of the backup, to store its index", head.Name)
@@ -320,76 +316,51 @@ func throughHead(p velero.OperationProgress, head *oadpv1alpha1.ImageStreamsBack
 	return p
 }
 
-// progressOf maps an ImageStreamsBackup's status onto the operation of one imagestream.
+// progressOf maps an ImageStreamsBackup's status onto the operation of one imagestream: of the
+// imagestream's images, those that did not fail are done once the worker ran through the part.
 func progressOf(isb *oadpv1alpha1.ImageStreamsBackup, op operation, now time.Time) velero.OperationProgress {
-	st := isb.Status
-	ns, name := op.namespace, op.name
 	var total int64
 	found := false
 	for _, is := range isb.Spec.ImageStreams {
-		if is.NamespaceOrDefault() == ns && is.Name == name {
+		if is.NamespaceOrDefault() == op.namespace && is.Name == op.name {
 			total, found = int64(len(is.DockerImageReferences)), true
 		}
 	}
 	if !found {
-		return op.unwritten(now, "ImageStreamsBackup", isb.Namespace, true, imagesNotBackedUp)
+		return op.unwritten(now, backupKind, isb.Namespace, true)
 	}
-	var failed []string
-	for _, f := range st.Failures {
-		if f.Namespace == ns && f.ImageStream == name {
-			failed = append(failed, fmt.Sprintf("%s: %s", f.DockerImageReference, f.Reason))
-		}
-	}
-	p := velero.OperationProgress{
-		NTotal: total, OperationUnits: imageUnits,
-		Description: fmt.Sprintf("ImageStreamsBackup %s %s: %d of %d images, %d bytes uploaded, %d bytes already stored",
-			isb.Name, orDefault(string(st.Phase), "New"), st.Progress.ImagesDone, st.Progress.ImagesTotal, st.Progress.BytesUploaded, st.Progress.BytesSkipped),
-		Updated: time.Now(),
-	}
-	if st.StartTimestamp != nil {
-		p.Started = st.StartTimestamp.Time
-	}
-	if st.CompletionTimestamp != nil {
-		p.Updated = st.CompletionTimestamp.Time
-	}
-	switch st.Phase {
-	case oadpv1alpha1.BackupPhaseCompleted, oadpv1alpha1.BackupPhasePartiallyFailed:
-		// An imagestream written after the worker started is copied by another run; only a
-		// finish of the current spec counts.
-		if st.ObservedGeneration != isb.Generation {
-			break
-		}
-		p.Completed = true
-		p.NCompleted = total - int64(len(failed))
-		if len(failed) > 0 {
-			p.Err = fmt.Sprintf("%d images failed: %s", len(failed), strings.Join(failed, "; "))
-		}
-	case oadpv1alpha1.BackupPhaseFailed, oadpv1alpha1.BackupPhaseCanceled:
-		p.Completed = true
-		p.Err = fmt.Sprintf("ImageStreamsBackup %s %s", isb.Name, st.Phase)
-		if c := meta.FindStatusCondition(st.Conditions, oadpv1alpha1.ConditionReady); c != nil {
-			p.Err += ": " + c.Message
-		}
+	st := isb.Status
+	report := backupReport(isb)
+	p, failed := report.progress(op, fmt.Sprintf(", %d bytes uploaded, %d bytes already stored", st.Progress.BytesUploaded, st.Progress.BytesSkipped), now)
+	p.NTotal = total
+	if report.end == ranThrough {
+		p.NCompleted = total - failed
 	}
 	return p
 }
 
-func orDefault(s, def string) string {
-	if s == "" {
-		return def
+// backupReport is what Progress reads of an ImageStreamsBackup's status. An imagestream written
+// after the worker started is copied by another run, so only a run through the current spec
+// counts; a run that failed or was canceled as a whole ends every operation of the part.
+func backupReport(isb *oadpv1alpha1.ImageStreamsBackup) statusReport {
+	st := &isb.Status
+	r := statusReport{kind: backupKind.name, name: isb.Name, phase: string(st.Phase), status: &st.CommonStatus}
+	current := st.ObservedGeneration == isb.Generation
+	switch st.Phase {
+	case oadpv1alpha1.BackupPhaseFailed, oadpv1alpha1.BackupPhaseCanceled:
+		r.end = stopped
+	case oadpv1alpha1.BackupPhaseCompleted, oadpv1alpha1.BackupPhasePartiallyFailed:
+		if current {
+			r.end = ranThrough
+		}
 	}
-	return s
+	return r
 }
 
 // Cancel asks the worker to stop the part that holds the imagestream.
 func (a *BackupAction) Cancel(operationID string, backup *velerov1.Backup) error {
-	op, err := parseOperationID(operationID)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	isb := &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: backup.Namespace, Name: op.object}}
-	err = a.client.Patch(ctx, isb, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":true}}`)))
-	return client.IgnoreNotFound(err)
+	return withOperation(operationID, func(ctx context.Context, op operation) error {
+		isb := &oadpv1alpha1.ImageStreamsBackup{ObjectMeta: metav1.ObjectMeta{Namespace: backup.Namespace, Name: op.object}}
+		return client.IgnoreNotFound(a.client.Patch(ctx, isb, cancelRun))
+	})
 }

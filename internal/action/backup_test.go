@@ -260,8 +260,8 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "big"}, head); err != nil {
 		t.Fatal(err)
 	}
-	if head.Annotations[action.AnnotationParts] != "60" || len(parts) < 30 || len(parts) > 60 {
-		t.Errorf("a 3,000-item backup has %d parts (annotation %q), want at most 60 and most of them used", len(parts), head.Annotations[action.AnnotationParts])
+	if head.Annotations[oadpv1alpha1.AnnotationParts] != "60" || len(parts) < 30 || len(parts) > 60 {
+		t.Errorf("a 3,000-item backup has %d parts (annotation %q), want at most 60 and most of them used", len(parts), head.Annotations[oadpv1alpha1.AnnotationParts])
 	}
 	total := 0
 	for name, streams := range parts {
@@ -325,7 +325,6 @@ func TestProgressAndCancel(t *testing.T) {
 		t.Fatal(err)
 	}
 	gen := isb.Generation
-	queued := func(age time.Duration) string { return fmt.Sprint(time.Now().Add(-age).Unix()) }
 	start := metav1.NewTime(time.Now().Add(-time.Minute).Truncate(time.Second))
 	end := metav1.NewTime(time.Now().Truncate(time.Second))
 	tests := []struct {
@@ -374,6 +373,16 @@ func TestProgressAndCancel(t *testing.T) {
 		})
 	}
 
+	checkUnwrittenAndCancel(t, a, backup, key)
+}
+
+// checkUnwrittenAndCancel checks Progress of operations whose imagestream or object is missing,
+// and Cancel, on the part key of backup that a wrote.
+func checkUnwrittenAndCancel(t *testing.T, a *action.BackupAction, backup *velerov1.Backup, key client.ObjectKey) {
+	t.Helper()
+	ctx := context.Background()
+	isb := &oadpv1alpha1.ImageStreamsBackup{}
+	queued := func(age time.Duration) string { return fmt.Sprint(time.Now().Add(-age).Unix()) }
 	if _, err := a.Progress("not-an-operation", backup); err == nil {
 		t.Errorf("Progress accepted a malformed operation ID")
 	}

@@ -4,6 +4,7 @@
 package action
 
 import (
+	"context"
 	"fmt"
 	"hash/fnv"
 	"strconv"
@@ -14,7 +15,9 @@ import (
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 )
@@ -24,28 +27,25 @@ import (
 // so they are spread over parts: the head, an ImageStreamsBackup named exactly after the Velero
 // backup, and <backup>-part<k>-<uid> for k = 1 ... n-1, each imagestream in the part its
 // namespace and name hash to. The head's creator fixes the number of parts from the size of
-// the Velero backup and records it in AnnotationParts, so every writer agrees; the head lists
-// the parts that hold imagestreams in spec.parts, so that the worker records them in
-// the head's stored index. A backup of up to itemsPerPart items has one part, the head. Fifty
-// imagestreams of ten images make a part of about 90 KiB and a stored index of about 220 KiB.
+// the Velero backup and records it in oadpv1alpha1.AnnotationParts, so every writer agrees; the
+// head lists the parts that hold imagestreams in spec.parts, so that the worker records them in
+// the head's stored index. A backup of up to itemsPerPart items has one part, the head, and
+// none has more than oadpv1alpha1.MaxParts, the most the worker reads from a stored index.
 //
 // A part's name carries the start of the Velero backup's uid, so that it names no other
 // backup's head: a Velero backup may well be called "daily.1".
 const (
-	// AnnotationParts on the head says how many parts the backup has.
-	AnnotationParts = oadpv1alpha1.AnnotationParts
 	// LabelBackupName links every part to its Velero backup, as Velero labels what it creates.
 	LabelBackupName = velerov1.BackupNameLabel
 	// LabelBackupUID tells apart Velero backups of one name made at different times.
 	LabelBackupUID = velerov1.BackupUIDLabel
 
 	itemsPerPart = 50
-	maxParts     = 1024
 )
 
 // partsFor is the number of parts for a Velero backup of totalItems items.
 func partsFor(totalItems int) int {
-	return min(max(1, (totalItems+itemsPerPart-1)/itemsPerPart), maxParts)
+	return min(max(1, (totalItems+itemsPerPart-1)/itemsPerPart), oadpv1alpha1.MaxParts)
 }
 
 // partName is the ImageStreamsBackup that holds imagestream namespace/name.
@@ -104,6 +104,21 @@ func operationID(object, namespace, name string, queued time.Time) string {
 	return fmt.Sprintf("%s/%s/%s/%d", object, namespace, name, queued.Unix())
 }
 
+// withOperation calls f with the operation operationID names and a context that bounds the API
+// calls Velero waits for.
+func withOperation(operationID string, f func(context.Context, operation) error) error {
+	op, err := parseOperationID(operationID)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return f(ctx, op)
+}
+
+// cancelRun is the patch that asks the worker to stop an object's run: spec.cancel.
+var cancelRun = client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":true}}`))
+
 func parseOperationID(id string) (operation, error) {
 	p := strings.Split(id, "/")
 	bad := fmt.Errorf("invalid operation ID %q: want <object>/<namespace>/<imagestream>/<unix time>", id)
@@ -121,10 +136,23 @@ func parseOperationID(id string) (operation, error) {
 	return op, nil
 }
 
-// unwritten is the progress of an operation whose imagestream is not in its object (of kind,
+// objectKind is a kind of object that holds operations, as Progress names it.
+type objectKind struct {
+	name string
+	// lost says what an imagestream that never got into its object loses.
+	lost string
+}
+
+var (
+	backupKind  = objectKind{name: "ImageStreamsBackup", lost: "its images are not backed up"}
+	restoreKind = objectKind{name: "ImageStreamsRestore", lost: "its images are not restored"}
+)
+
+// unwritten is the progress of an operation whose imagestream is not in its object (of kind k,
 // named op.object, missing altogether unless exists): waiting while the entry may still be on
-// its way, then failed by name; lost says what that means for the imagestream's images.
-func (op operation) unwritten(now time.Time, kind, namespace string, exists bool, lost string) velero.OperationProgress {
+// its way, then failed by name, saying what that means for the imagestream's images.
+func (op operation) unwritten(now time.Time, k objectKind, namespace string, exists bool) velero.OperationProgress {
+	kind := k.name
 	switch {
 	case op.waitingToBeRecorded(now) && !exists:
 		return velero.OperationProgress{OperationUnits: imageUnits, Updated: now,
@@ -137,7 +165,7 @@ func (op operation) unwritten(now time.Time, kind, namespace string, exists bool
 	}
 	return velero.OperationProgress{Completed: true, Updated: now, Err: fmt.Sprintf(
 		"imagestream %s/%s was never written into %s %s (the plugin stopped before writing it, or the API server refused it: see the velero log); %s",
-		op.namespace, op.name, kind, op.object, lost)}
+		op.namespace, op.name, kind, op.object, k.lost)}
 }
 
 // waitingToBeRecorded reports whether the operation's entry may still be on its way into its

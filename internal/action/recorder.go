@@ -14,26 +14,48 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 )
 
-// recorder writes list entries into shared objects (ImageStreamsBackup and ImageStreamsRestore
-// parts) in the background, batching what arrives while a write is in flight into the next
-// write: a group commit.
+// recording is what the backup and restore actions on imagestreams share: Execute queues each
+// imagestream in recorder, to be written into the object that holds its operation.
+type recording struct {
+	log          logrus.FieldLogger
+	client       client.Client
+	registryHost func(context.Context) (string, error)
+	recorder     *recorder[oadpv1alpha1.ImageStream]
+}
+
+// newRecording is a recording whose writes carry field managers that start with manager.
+func newRecording(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error), manager string) recording {
+	return recording{log: log, client: c, registryHost: registryHost, recorder: newRecorder[oadpv1alpha1.ImageStream](c, log, manager)}
+}
+
+// Flush writes every imagestream Execute has queued and waits until it is written or ctx ends.
+// Whoever creates the action calls it before the process exits: what is still queued then is
+// lost, and the operations of its imagestreams fail after recordDeadline.
+func (a *recording) Flush(ctx context.Context) error { return a.recorder.flush(ctx) }
+
+// recorder writes list entries of type E into shared objects (ImageStreamsBackup and
+// ImageStreamsRestore parts) in the background, batching what arrives while a write is in flight
+// into the next write: a group commit.
 //
-// Velero calls an item action once per item, one after the other, and waits for it. Every write
-// of one object costs the API server time in proportion to the object's size, and the objects
-// grow with the backup, so a write per imagestream made a backup of a few hundred imagestreams
-// take minutes instead of seconds. Execute therefore only queues its entry; the operation it
-// returns completes once the entry is written and its images are copied, and an entry that is
-// never written (the plugin process killed first) fails its operation after recordDeadline.
-// Velero stops plugin processes gracefully at the end of a backup or restore, and the plugin
-// flushes what is queued before it exits.
+// Velero calls an item action once per item, one after the other, and waits for it, and every
+// write of one object costs the API server time in proportion to the object's size, which grows
+// with the backup: a write per item would make item collection wait on the API server for each
+// item. Execute therefore only queues its entry; the operation it returns completes once the entry
+// is written and its images are copied, and an entry that is never written (the plugin process
+// killed first) fails its operation after recordDeadline.
 //
-// A recorder that holds writes (holdUntilFlush) writes nothing until flush. Velero asks for the
-// progress of every operation in the same plugin process right after it has collected every
-// item, so the backup action flushes then: each object is written once, whole, instead of
-// growing over hundreds of writes that compete with Velero's own requests for the API server.
-type recorder struct {
+// A recorder that holds writes (holdUntilFlush) writes nothing until flush, so that each object is
+// written once, whole, instead of growing over many writes that compete with Velero's own
+// requests for the API server; the backup action flushes when item collection has ended (see
+// BackupAction.itemCollectionEnded).
+//
+// Whoever creates a recorder's action flushes it before the process exits (the plugin's main
+// does when Velero stops it): what is still queued then is lost.
+type recorder[E any] struct {
 	client client.Client
 	log    logrus.FieldLogger
 	// manager prefixes the field manager of every write; each write has a manager of its own,
@@ -48,21 +70,21 @@ type recorder struct {
 	writes chan struct{}
 
 	mu      sync.Mutex
-	objects map[string]*queue
+	objects map[string]*queue[E]
 	seq     int
 	idle    *sync.Cond
 	busy    int
 }
 
 // queue is what waits to be written into one object.
-type queue struct {
-	build   func(entries []any) *unstructured.Unstructured
-	entries []any
+type queue[E any] struct {
+	build   func(entries []E) *unstructured.Unstructured
+	entries []E
 	writing bool
 	// written is set once a write of the whole object succeeded; later writes carry only
-	// the list entries. Every field a write carries is recorded under its field manager, and
-	// two hundred writes each owning the labels, owner reference and namespace mapping again
-	// made a restore's object twice its size.
+	// the list entries. Every field a write carries is recorded under its field manager, so
+	// writes that each carried the labels, owner reference and namespace mapping again would
+	// grow the object's managed fields with every write.
 	written bool
 	// exists says the object is known to exist, so the first write applies rather than
 	// creates.
@@ -78,27 +100,26 @@ const recordDeadline = 3 * time.Minute
 // concurrentWrites is how many objects a recorder writes at once.
 const concurrentWrites = 4
 
-func newRecorder(c client.Client, log logrus.FieldLogger, manager string) *recorder {
+func newRecorder[E any](c client.Client, log logrus.FieldLogger, manager string) *recorder[E] {
 	id := make([]byte, 4)
 	_, _ = rand.Read(id)
-	r := &recorder{client: c, log: log, manager: manager + "-" + hex.EncodeToString(id), objects: map[string]*queue{},
+	r := &recorder[E]{client: c, log: log, manager: manager + "-" + hex.EncodeToString(id), objects: map[string]*queue[E]{},
 		writes: make(chan struct{}, concurrentWrites)}
 	r.idle = sync.NewCond(&r.mu)
-	recorders.add(r)
 	return r
 }
 
 // exists notes that the object of key exists already, created by someone else.
-func (r *recorder) exists(key string) {
+func (r *recorder[E]) exists(key string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.queue(key).exists = true
 }
 
-func (r *recorder) queue(key string) *queue {
+func (r *recorder[E]) queue(key string) *queue[E] {
 	q := r.objects[key]
 	if q == nil {
-		q = &queue{}
+		q = &queue[E]{}
 		r.objects[key] = q
 	}
 	return q
@@ -106,7 +127,7 @@ func (r *recorder) queue(key string) *queue {
 
 // add queues entry for the object build makes; build gets every entry of the batch and must
 // return the same object (kind, namespace, name) each time.
-func (r *recorder) add(key string, build func(entries []any) *unstructured.Unstructured, entry any) {
+func (r *recorder[E]) add(key string, build func(entries []E) *unstructured.Unstructured, entry E) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(key)
@@ -120,7 +141,7 @@ func (r *recorder) add(key string, build func(entries []any) *unstructured.Unstr
 // touch has the object build makes written at the next write, even if no entry is queued for
 // it: a head lists its parts, whatever it holds itself, and lists a part that appears after it
 // was written.
-func (r *recorder) touch(key string, build func(entries []any) *unstructured.Unstructured) {
+func (r *recorder[E]) touch(key string, build func(entries []E) *unstructured.Unstructured) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(key)
@@ -133,7 +154,7 @@ func (r *recorder) touch(key string, build func(entries []any) *unstructured.Uns
 
 // startLocked starts writing q's entries unless a write of q is in flight already; that write
 // takes them along when it is done.
-func (r *recorder) startLocked(q *queue) {
+func (r *recorder[E]) startLocked(q *queue[E]) {
 	if q.writing || len(q.entries) == 0 && !q.touched {
 		return
 	}
@@ -143,7 +164,7 @@ func (r *recorder) startLocked(q *queue) {
 }
 
 // drain writes q's entries until none are left.
-func (r *recorder) drain(q *queue) {
+func (r *recorder[E]) drain(q *queue[E]) {
 	for {
 		r.mu.Lock()
 		entries, touched := q.entries, q.touched
@@ -171,9 +192,9 @@ func (r *recorder) drain(q *queue) {
 			defer func() { <-r.writes }()
 			if create {
 				// An object nobody has written yet is created, not applied: the API server
-				// parses an apply patch with its YAML parser, which took a quarter of its CPU
-				// for a part of 50 imagestreams (CPU profile). Fields a create sets belong to
-				// its field manager just the same.
+				// parses an apply patch with its YAML parser, which costs it much more CPU
+				// than decoding a create. Fields a create sets belong to its field manager
+				// just the same.
 				err := r.client.Create(ctx, obj, client.FieldOwner(manager))
 				if !apierrors.IsAlreadyExists(err) {
 					return err
@@ -225,7 +246,7 @@ func entriesOnly(obj *unstructured.Unstructured) *unstructured.Unstructured {
 }
 
 // flush writes everything queued and waits until it is written or ctx ends.
-func (r *recorder) flush(ctx context.Context) error {
+func (r *recorder[E]) flush(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -248,7 +269,7 @@ func (r *recorder) flush(ctx context.Context) error {
 
 // flushHeld is flush when entries wait that no write has taken up yet, and nothing otherwise:
 // a caller that gave up waiting once does not wait again for the same writes.
-func (r *recorder) flushHeld(ctx context.Context) error {
+func (r *recorder[E]) flushHeld(ctx context.Context) error {
 	r.mu.Lock()
 	held := false
 	for _, q := range r.objects {
@@ -264,31 +285,3 @@ func (r *recorder) flushHeld(ctx context.Context) error {
 // recordBackoff retries a write for about a minute: the API server refusing for load recovers, an
 // object that cannot take the entries does not.
 var recordBackoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 9, Cap: 15 * time.Second}
-
-// recorders are every recorder of this process, for Flush.
-var recorders recorderSet
-
-type recorderSet struct {
-	mu  sync.Mutex
-	all []*recorder
-}
-
-func (s *recorderSet) add(r *recorder) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.all = append(s.all, r)
-}
-
-// Flush writes every entry the actions of this process have queued; the plugin calls it when
-// Velero stops it.
-func Flush(ctx context.Context) error {
-	recorders.mu.Lock()
-	all := append([]*recorder(nil), recorders.all...)
-	recorders.mu.Unlock()
-	for _, r := range all {
-		if err := r.flush(ctx); err != nil {
-			return err
-		}
-	}
-	return nil
-}

@@ -2,20 +2,21 @@ package action
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
 
-	configv1 "github.com/openshift/api/config/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/openshift/oadp-imagestreams-backup/internal/cluster"
 )
 
 // RegistryHostEnv overrides the internal registry's host.
 const RegistryHostEnv = "IMAGESTREAMS_BACKUP_REGISTRY_HOST"
 
 // RegistryHost returns a function that tells the internal registry's host: $RegistryHostEnv, or
-// image.config.openshift.io/cluster status.internalRegistryHostname, read once.
+// what cluster.RegistryHost reads from image.config.openshift.io/cluster, read once. A failed
+// read is not kept: the next call reads again.
 func RegistryHost(c client.Reader) func(context.Context) (string, error) {
 	var mu sync.Mutex
 	var host string
@@ -28,14 +29,11 @@ func RegistryHost(c client.Reader) func(context.Context) (string, error) {
 		if host != "" {
 			return host, nil
 		}
-		cfg := &configv1.Image{}
-		if err := c.Get(ctx, client.ObjectKey{Name: "cluster"}, cfg); err != nil {
-			return "", fmt.Errorf("finding the internal registry: reading image.config.openshift.io/cluster: %w", err)
+		h, err := cluster.RegistryHost(ctx, c)
+		if err != nil {
+			return "", fmt.Errorf("finding the internal registry: %w", err)
 		}
-		if cfg.Status.InternalRegistryHostname == "" {
-			return "", errors.New("finding the internal registry: image.config.openshift.io/cluster has no status.internalRegistryHostname")
-		}
-		host = cfg.Status.InternalRegistryHostname
+		host = h
 		return host, nil
 	}
 }

@@ -3,7 +3,6 @@ package action
 import (
 	"context"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -12,7 +11,6 @@ import (
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	"github.com/vmware-tanzu/velero/pkg/plugin/velero"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -34,11 +32,8 @@ const LabelRestoreName = "velero.io/restore-name"
 // else one the action creates for the Velero restore and extends with each imagestream. The
 // returned operation completes when the images are in the registry.
 type RestoreAction struct {
-	log          logrus.FieldLogger
-	client       client.Client
-	recorder     *recorder
-	restores     *snapshots[*oadpv1alpha1.ImageStreamsRestore]
-	registryHost func(context.Context) (string, error)
+	recording
+	restores *snapshots[*oadpv1alpha1.ImageStreamsRestore]
 
 	mu      sync.Mutex
 	persons map[types.UID]personsRestores // per Velero restore
@@ -58,10 +53,11 @@ type personsRestores struct {
 
 const personsTTL = 10 * time.Second
 
-// NewRestoreAction returns the action.
+// NewRestoreAction returns the action; registryHost tells the internal registry's host. Its
+// creator calls Flush before the process exits.
 func NewRestoreAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *RestoreAction {
-	return &RestoreAction{log: log, client: c, recorder: newRecorder(c, log, "imagestreams-restore-plugin"), registryHost: registryHost,
-		restores: newSnapshots(c, func() *oadpv1alpha1.ImageStreamsRestore { return &oadpv1alpha1.ImageStreamsRestore{} }),
+	return &RestoreAction{recording: newRecording(log, c, registryHost, "imagestreams-restore-plugin"),
+		restores: newSnapshots(c, restoreKind, func() *oadpv1alpha1.ImageStreamsRestore { return &oadpv1alpha1.ImageStreamsRestore{} }),
 		persons:  map[types.UID]personsRestores{}, existing: map[types.UID]map[string]map[string]bool{}, locations: map[types.UID]string{}}
 }
 
@@ -121,9 +117,6 @@ func (a *RestoreAction) Execute(input *velero.RestoreItemActionExecuteInput) (*v
 	return out.WithOperationID(operationID(isr, orig.Namespace, orig.Name, time.Now())), nil
 }
 
-// Flush writes every imagestream Execute has queued.
-func (a *RestoreAction) Flush(ctx context.Context) error { return a.recorder.flush(ctx) }
-
 // rewriteImageStream points internal references at this cluster and its namespaces.
 func rewriteImageStream(is *imagev1.ImageStream, rw rewriter) {
 	for i := range is.Spec.Tags {
@@ -172,7 +165,7 @@ func (a *RestoreAction) restoreFor(ctx context.Context, restore *velerov1.Restor
 			return r.Name, nil
 		}
 	}
-	a.recorder.add(restore.Namespace+"/"+restore.Name, func(entries []any) *unstructured.Unstructured {
+	a.recorder.add(restore.Namespace+"/"+restore.Name, func(entries []oadpv1alpha1.ImageStream) *unstructured.Unstructured {
 		return restoreObject(restore, location, entries)
 	}, oadpv1alpha1.ImageStream{Name: orig.Name, Namespace: orig.Namespace})
 	return restore.Name, nil
@@ -271,7 +264,7 @@ func (a *RestoreAction) personsRestores(ctx context.Context, restore *velerov1.R
 
 // restoreObject is the Velero restore's own ImageStreamsRestore holding entries, for
 // server-side apply: it reads the backup from location, the Velero backup's own.
-func restoreObject(restore *velerov1.Restore, location string, entries []any) *unstructured.Unstructured {
+func restoreObject(restore *velerov1.Restore, location string, entries []oadpv1alpha1.ImageStream) *unstructured.Unstructured {
 	obj := &oadpv1alpha1.ImageStreamsRestore{
 		TypeMeta: metav1.TypeMeta{APIVersion: oadpv1alpha1.GroupVersion.String(), Kind: "ImageStreamsRestore"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: restore.Namespace, Name: restore.Name,
@@ -288,9 +281,7 @@ func restoreObject(restore *velerov1.Restore, location string, entries []any) *u
 	if location != "" {
 		obj.Spec.BackupLocation = &oadpv1alpha1.BackupLocation{Name: location}
 	}
-	for _, e := range entries {
-		obj.Spec.ImageStreams = append(obj.Spec.ImageStreams, e.(oadpv1alpha1.ImageStream))
-	}
+	obj.Spec.ImageStreams = entries
 	return forApply(obj)
 }
 
@@ -318,75 +309,61 @@ func covers(spec *oadpv1alpha1.ImageStreamsRestoreSpec, is *imagev1.ImageStream)
 	return false
 }
 
-const imagesNotRestored = "its images are not restored"
-
-// Progress reports the imagestream's images from its ImageStreamsRestore.
+// Progress reports the imagestream's images from its ImageStreamsRestore; it only reads.
 func (a *RestoreAction) Progress(operationID string, restore *velerov1.Restore) (velero.OperationProgress, error) {
 	op, err := parseOperationID(operationID)
 	if err != nil {
 		return velero.OperationProgress{}, err
 	}
-	ns, isName := op.namespace, op.name
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	isr, err := a.restores.get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: op.object})
-	if err != nil {
-		if client.IgnoreNotFound(err) == nil {
-			return op.unwritten(time.Now(), "ImageStreamsRestore", restore.Namespace, false, imagesNotRestored), nil
-		}
-		return velero.OperationProgress{}, err
-	}
-	if isr.Labels[LabelRestoreName] == restore.Name && !lists(&isr.Spec, ns, isName) {
-		return op.unwritten(time.Now(), "ImageStreamsRestore", restore.Namespace, true, imagesNotRestored), nil
+	return a.restores.progress(ctx, restore.Namespace, op, func(isr *oadpv1alpha1.ImageStreamsRestore, op operation, now time.Time) velero.OperationProgress {
+		return restoreProgressOf(isr, op, restore.Name, now)
+	})
+}
+
+// restoreProgressOf maps an ImageStreamsRestore's status onto the operation of one imagestream
+// of the Velero restore restoreName. The restore counts images of the whole object, not per
+// imagestream, so the operation counts those.
+func restoreProgressOf(isr *oadpv1alpha1.ImageStreamsRestore, op operation, restoreName string, now time.Time) velero.OperationProgress {
+	if isr.Labels[LabelRestoreName] == restoreName && !lists(&isr.Spec, op.namespace, op.name) {
+		return op.unwritten(now, restoreKind, isr.Namespace, true)
 	}
 	st := isr.Status
-	p := velero.OperationProgress{OperationUnits: imageUnits, NTotal: st.Progress.ImagesTotal, NCompleted: st.Progress.ImagesDone, Updated: time.Now(),
-		Description: fmt.Sprintf("ImageStreamsRestore %s %s: %d of %d images, %d bytes sent", isr.Name, orDefault(string(st.Phase), "New"), st.Progress.ImagesDone, st.Progress.ImagesTotal, st.Progress.BytesUploaded)}
-	if st.StartTimestamp != nil {
-		p.Started = st.StartTimestamp.Time
-	}
-	// A restore extended after it finished runs again; only a finish of the current spec counts.
+	p, _ := restoreReport(isr).progress(op, fmt.Sprintf(", %d bytes sent", st.Progress.BytesUploaded), now)
+	p.NTotal, p.NCompleted = st.Progress.ImagesTotal, st.Progress.ImagesDone
+	return p
+}
+
+// restoreReport is what Progress reads of an ImageStreamsRestore's status. A restore extended
+// after it finished runs again, so only an end of the current spec counts.
+func restoreReport(isr *oadpv1alpha1.ImageStreamsRestore) statusReport {
+	st := &isr.Status
+	r := statusReport{kind: restoreKind.name, name: isr.Name, phase: string(st.Phase), status: &st.CommonStatus}
 	if st.ObservedGeneration != isr.Generation {
-		return p, nil
-	}
-	var failed []string
-	for _, f := range st.Failures {
-		if f.Namespace == ns && f.ImageStream == isName {
-			failed = append(failed, fmt.Sprintf("%s: %s", orDefault(f.DockerImageReference, f.ImageStream), f.Reason))
-		}
+		return r
 	}
 	switch st.Phase {
 	case oadpv1alpha1.RestorePhaseCompleted, oadpv1alpha1.RestorePhasePartiallyFailed:
-		p.Completed = true
-		if len(failed) > 0 {
-			p.Err = fmt.Sprintf("%d images failed: %s", len(failed), strings.Join(failed, "; "))
-		}
+		r.end = ranThrough
 	case oadpv1alpha1.RestorePhaseFailed, oadpv1alpha1.RestorePhaseCanceled:
-		p.Completed = true
-		p.Err = fmt.Sprintf("ImageStreamsRestore %s %s", isr.Name, st.Phase)
-		if c := meta.FindStatusCondition(st.Conditions, oadpv1alpha1.ConditionReady); c != nil {
-			p.Err += ": " + c.Message
-		}
+		r.end = stopped
 	}
-	return p, nil
+	return r
 }
 
 // Cancel stops the Velero restore's own ImageStreamsRestore; one a person made is theirs to stop.
 func (a *RestoreAction) Cancel(operationID string, restore *velerov1.Restore) error {
-	op, err := parseOperationID(operationID)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	isr := &oadpv1alpha1.ImageStreamsRestore{}
-	if err := a.client.Get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: op.object}, isr); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if isr.Labels[LabelRestoreName] != restore.Name {
-		return nil
-	}
-	return a.client.Patch(ctx, isr, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":true}}`)))
+	return withOperation(operationID, func(ctx context.Context, op operation) error {
+		isr := &oadpv1alpha1.ImageStreamsRestore{}
+		if err := a.client.Get(ctx, client.ObjectKey{Namespace: restore.Namespace, Name: op.object}, isr); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if isr.Labels[LabelRestoreName] != restore.Name {
+			return nil
+		}
+		return a.client.Patch(ctx, isr, cancelRun)
+	})
 }
 
 // AreAdditionalItemsReady implements the RestoreItemAction interface; the action returns no

@@ -133,7 +133,12 @@ func (c Config) httpClient() (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
-// TLSConfig trusts the system roots plus caCert, and skips verification only when insecure.
+// ErrNoPEMCertificate is returned by TLSConfig for a CA bundle without a certificate in it.
+var ErrNoPEMCertificate = errors.New("CA bundle holds no PEM certificate")
+
+// TLSConfig is the client TLS configuration for object stores and registries alike: it trusts
+// the system roots plus caCert, and skips verification only when insecure. Its only error is
+// ErrNoPEMCertificate.
 func TLSConfig(caCert []byte, insecure bool) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure} //nolint:gosec // insecure is an explicit opt-in
 	if len(caCert) > 0 {
@@ -142,7 +147,7 @@ func TLSConfig(caCert []byte, insecure bool) (*tls.Config, error) {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(caCert) {
-			return nil, errors.New("CA bundle holds no PEM certificate")
+			return nil, ErrNoPEMCertificate
 		}
 		cfg.RootCAs = pool
 	}

@@ -23,9 +23,7 @@ import (
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
-	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
-	"github.com/openshift/oadp-imagestreams-backup/internal/location"
 	"github.com/openshift/oadp-imagestreams-backup/test/faults"
 )
 
@@ -395,7 +393,7 @@ func TestAnImageOfAnotherRegistryGetsNoCredentials(t *testing.T) {
 		ref(internal, "latest"), ref(foreign, "evil")}})
 	c.create(isb)
 	isb = waitFor(t, isb, 30*time.Second, "backup PartiallyFailed", backupPhase(oadpv1alpha1.BackupPhasePartiallyFailed))
-	if len(isb.Status.Failures) != 1 || isb.Status.Failures[0].Reason != controller.ReasonExternalImage || isb.Status.Failures[0].DockerImageReference != foreign {
+	if len(isb.Status.Failures) != 1 || isb.Status.Failures[0].Reason != oadpv1alpha1.ReasonExternalImage || isb.Status.Failures[0].DockerImageReference != foreign {
 		t.Errorf("failures %+v, want %s refused as ExternalImage", isb.Status.Failures, foreign)
 	}
 	if requests.Load() != 0 || withCredentials.Load() != 0 {
@@ -422,7 +420,7 @@ func TestAnInlineLocationCannotSendCredentialsElsewhere(t *testing.T) {
 	c.create(isb)
 	isb = waitFor(t, isb, 30*time.Second, "a CredentialsNotAllowed condition", func(b *oadpv1alpha1.ImageStreamsBackup) bool {
 		reason, _ := readyReason(b.Status.Conditions)
-		return reason == location.ReasonCredentialsNotAllowed
+		return reason == oadpv1alpha1.ReasonCredentialsNotAllowed
 	})
 	if _, msg := readyReason(isb.Status.Conditions); !strings.Contains(msg, c.ns+"/cloud-credentials") || !strings.Contains(msg, attacker.URL) {
 		t.Errorf("message %q does not name the Secret and the endpoint", msg)
@@ -461,7 +459,7 @@ func TestARestoreNamesAMissingPart(t *testing.T) {
 		ImageStreamsBackupReference: &oadpv1alpha1.ImageStreamsBackupReference{Name: "split"}, NamespaceMapping: map[string]string{"app": "back"}}}
 	c.create(isr)
 	isr = waitFor(t, isr, 30*time.Second, "restore PartiallyFailed", restorePhase(oadpv1alpha1.RestorePhasePartiallyFailed))
-	if reason, msg := readyReason(isr.Status.Conditions); reason != controller.ReasonBackupPartMissing || !strings.Contains(msg, "split-part2-abc") {
+	if reason, msg := readyReason(isr.Status.Conditions); reason != oadpv1alpha1.ReasonBackupPartMissing || !strings.Contains(msg, "split-part2-abc") {
 		t.Errorf("Ready %s: %q; want BackupPartMissing naming split-part2-abc", reason, msg)
 	}
 	for _, n := range []string{"split", "split-part1-abc"} {

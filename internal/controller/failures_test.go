@@ -17,9 +17,7 @@ import (
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
-	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
-	"github.com/openshift/oadp-imagestreams-backup/internal/location"
 	"github.com/openshift/oadp-imagestreams-backup/test/faults"
 )
 
@@ -39,7 +37,7 @@ func TestOneMissingImagePartiallyFails(t *testing.T) {
 		t.Errorf("progress %+v, want 2 done and 1 failed", p)
 	}
 	if len(isb.Status.Failures) != 1 || isb.Status.Failures[0].DockerImageReference != gone ||
-		isb.Status.Failures[0].Reason != controller.ReasonImageNotFound || isb.Status.Failures[0].ImageStream != "web" {
+		isb.Status.Failures[0].Reason != oadpv1alpha1.ReasonImageNotFound || isb.Status.Failures[0].ImageStream != "web" {
 		t.Errorf("failures %+v, want %s ImageNotFound", isb.Status.Failures, gone)
 	}
 	entries := must(c.store().ReadIndex(ctx, "partial"))
@@ -69,9 +67,9 @@ func TestLocationAndRegistryProblemsShowAsConditions(t *testing.T) {
 		wantReason string
 		wantText   string
 	}{
-		{"a BackupStorageLocation that does not exist", &oadpv1alpha1.BackupLocation{Name: "missing"}, location.ReasonLocationNotFound, "BackupStorageLocation " + c.ns + "/missing not found"},
-		{"a credentials Secret that does not exist", inline("no-such-secret"), location.ReasonCredentialsNotFound, "no-such-secret"},
-		{"a credentials Secret that is not an AWS credentials file", inline("malformed"), location.ReasonInvalidLocation, "loading AWS credentials"},
+		{"a BackupStorageLocation that does not exist", &oadpv1alpha1.BackupLocation{Name: "missing"}, oadpv1alpha1.ReasonLocationNotFound, "BackupStorageLocation " + c.ns + "/missing not found"},
+		{"a credentials Secret that does not exist", inline("no-such-secret"), oadpv1alpha1.ReasonCredentialsNotFound, "no-such-secret"},
+		{"a credentials Secret that is not an AWS credentials file", inline("malformed"), oadpv1alpha1.ReasonInvalidLocation, "loading AWS credentials"},
 	}
 	secrets.Store("AKIA-SECRET-KEY-ID", true)
 	c.vouchFor("no-such-secret", c.s3.URL)
@@ -122,7 +120,7 @@ func TestUnreachableRegistryShowsAsACondition(t *testing.T) {
 	c.create(isb)
 	waitFor(t, isb, 60*time.Second, "a RegistryUnavailable condition", func(b *oadpv1alpha1.ImageStreamsBackup) bool {
 		reason, msg := readyReason(b.Status.Conditions)
-		return reason == controller.ReasonRegistryUnavailable && strings.Contains(msg, "127.0.0.1:1")
+		return reason == oadpv1alpha1.ReasonRegistryUnavailable && strings.Contains(msg, "127.0.0.1:1")
 	})
 }
 
@@ -170,8 +168,8 @@ func TestALocationThatStopsTakingWritesFailsTheBackup(t *testing.T) {
 		name, reason string
 		reply        *faults.Reply
 	}{
-		{"read-only", controller.ReasonStoreDenied, faults.S3Error(http.StatusForbidden, "AccessDenied", "Access Denied")},
-		{"full", controller.ReasonStoreFull, faults.S3Error(http.StatusInsufficientStorage, "XMinioStorageFull", "Storage backend has reached its minimum free drive threshold.")},
+		{"read-only", oadpv1alpha1.ReasonStoreDenied, faults.S3Error(http.StatusForbidden, "AccessDenied", "Access Denied")},
+		{"full", oadpv1alpha1.ReasonStoreFull, faults.S3Error(http.StatusInsufficientStorage, "XMinioStorageFull", "Storage backend has reached its minimum free drive threshold.")},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -261,7 +259,7 @@ func TestAWorkerMissingARightSaysWhich(t *testing.T) {
 	c.create(isb)
 	isb = waitFor(t, isb, 30*time.Second, "a Forbidden condition", func(b *oadpv1alpha1.ImageStreamsBackup) bool {
 		reason, _ := readyReason(b.Status.Conditions)
-		return reason == location.ReasonForbidden
+		return reason == oadpv1alpha1.ReasonForbidden
 	})
 	if _, msg := readyReason(isb.Status.Conditions); !strings.Contains(msg, "may not read credentials Secret "+c.ns+"/creds") {
 		t.Errorf("message %q does not say which right is missing", msg)

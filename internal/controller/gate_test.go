@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
-	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
 )
 
 func readyReason(conds []metav1.Condition) (string, string) {
@@ -35,7 +34,7 @@ func TestVeleroBackupGatesTheStart(t *testing.T) {
 	c.create(isb)
 
 	waitFor(t, isb, 30*time.Second, "waiting for the Velero backup", backupPhase(oadpv1alpha1.BackupPhaseWaitingForVeleroBackup))
-	if reason, msg := readyReason(isb.Status.Conditions); reason != controller.ReasonWaitingForVeleroBackup || !strings.Contains(msg, "velero-b1") || !strings.Contains(msg, "InProgress") {
+	if reason, msg := readyReason(isb.Status.Conditions); reason != oadpv1alpha1.ReasonWaitingForVeleroBackup || !strings.Contains(msg, "velero-b1") || !strings.Contains(msg, "InProgress") {
 		t.Errorf("Ready condition %s: %q, want it to say it waits for velero-b1 in phase InProgress", reason, msg)
 	}
 	// Give the worker time to copy if it wrongly would.
@@ -68,11 +67,11 @@ func TestVeleroBackupGatesTheStart(t *testing.T) {
 	}{
 		{"a failed Velero backup fails the image backup with its reason",
 			&velerov1.Backup{Status: velerov1.BackupStatus{Phase: velerov1.BackupPhaseFailed, FailureReason: "object store unreachable"}},
-			controller.ReasonVeleroBackupFailed, "object store unreachable"},
+			oadpv1alpha1.ReasonVeleroBackupFailed, "object store unreachable"},
 		{"a Velero backup that failed validation fails it",
 			&velerov1.Backup{Status: velerov1.BackupStatus{Phase: velerov1.BackupPhaseFailedValidation}},
-			controller.ReasonVeleroBackupFailed, "FailedValidation"},
-		{"a missing Velero backup fails it", nil, controller.ReasonVeleroBackupNotFound, "does not exist"},
+			oadpv1alpha1.ReasonVeleroBackupFailed, "FailedValidation"},
+		{"a missing Velero backup fails it", nil, oadpv1alpha1.ReasonVeleroBackupNotFound, "does not exist"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,7 +96,7 @@ func TestVeleroBackupGatesTheStart(t *testing.T) {
 	idle.Spec.StartBackup = false
 	c.create(idle)
 	waitFor(t, idle, 30*time.Second, "backup New", backupPhase(oadpv1alpha1.BackupPhaseNew))
-	if reason, msg := readyReason(idle.Status.Conditions); reason != controller.ReasonNotStarted || !strings.Contains(msg, "startBackup") {
+	if reason, msg := readyReason(idle.Status.Conditions); reason != oadpv1alpha1.ReasonNotStarted || !strings.Contains(msg, "startBackup") {
 		t.Errorf("Ready condition %s: %q, want NotStarted explaining startBackup", reason, msg)
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
-	"github.com/openshift/oadp-imagestreams-backup/internal/controller"
 )
 
 // slowBackup prepares an image of eight 1 MiB layers behind a proxy that serves blobs slowly,
@@ -85,7 +84,7 @@ func TestCancelStopsTheCopyAndWritesNoIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, isb, 30*time.Second, "backup Canceled", backupPhase(oadpv1alpha1.BackupPhaseCanceled))
-	if reason, _ := readyReason(isb.Status.Conditions); reason != controller.ReasonCanceled {
+	if reason, _ := readyReason(isb.Status.Conditions); reason != oadpv1alpha1.ReasonCanceled {
 		t.Errorf("Ready reason %s, want Canceled", reason)
 	}
 	if got := must(c.store().Backups(ctx)); len(got) != 0 {
@@ -198,7 +197,7 @@ func TestRestoreOfASubsetAndOfAMissingBackup(t *testing.T) {
 	c.create(missing)
 	waitFor(t, missing, 30*time.Second, "restore Failed", restorePhase(oadpv1alpha1.RestorePhaseFailed))
 	c2 := meta.FindStatusCondition(missing.Status.Conditions, oadpv1alpha1.ConditionReady)
-	if c2 == nil || c2.Reason != controller.ReasonBackupNotFound || !strings.Contains(c2.Message, "no-such-backup") {
+	if c2 == nil || c2.Reason != oadpv1alpha1.ReasonBackupNotFound || !strings.Contains(c2.Message, "no-such-backup") {
 		t.Errorf("Ready condition %+v, want BackupNotFound naming no-such-backup", c2)
 	}
 }
@@ -230,7 +229,7 @@ func TestABackupNeverOverwritesAnotherOnesIndex(t *testing.T) {
 	again := newBackup(c.ns, "taken", oadpv1alpha1.ImageStream{Name: "two", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{ref(r2)}})
 	c.create(again)
 	waitFor(t, again, 30*time.Second, "backup Failed", backupPhase(oadpv1alpha1.BackupPhaseFailed))
-	if reason, msg := readyReason(again.Status.Conditions); reason != controller.ReasonBackupExists || !strings.Contains(msg, "already exists") {
+	if reason, msg := readyReason(again.Status.Conditions); reason != oadpv1alpha1.ReasonBackupExists || !strings.Contains(msg, "already exists") {
 		t.Errorf("Ready %s: %q, want BackupExists", reason, msg)
 	}
 	if after := must(c.store().ReadIndex(ctx, "taken")); len(after) != 1 || after[0].Descriptor.Digest != before[0].Descriptor.Digest {

@@ -2,15 +2,14 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	configv1 "github.com/openshift/api/config/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/openshift/oadp-imagestreams-backup/internal/cluster"
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
 )
 
@@ -31,26 +30,17 @@ type Registry struct {
 	// Jobs is how many blobs move at once.
 	Jobs int
 
-	// slots are the Jobs transfer slots every backup of the worker shares (see copier.Options.Slots).
+	// slots are the Jobs transfer slots every backup and restore of the worker shares (see
+	// copier.Options.Slots).
 	slots chan struct{}
 }
-
-// ErrRegistryNotConfigured says the internal registry's host is unknown.
-var ErrRegistryNotConfigured = errors.New("the internal registry's host is unknown: image.config.openshift.io/cluster has no status.internalRegistryHostname and no --registry-host was given")
 
 // host returns the registry host: the override, else the cluster's image config.
 func (r *Registry) host(ctx context.Context, c client.Reader) (string, error) {
 	if r.Host != "" {
 		return r.Host, nil
 	}
-	cfg := &configv1.Image{}
-	if err := c.Get(ctx, client.ObjectKey{Name: "cluster"}, cfg); err != nil {
-		return "", fmt.Errorf("%w (reading image.config.openshift.io/cluster: %v)", ErrRegistryNotConfigured, err)
-	}
-	if cfg.Status.InternalRegistryHostname == "" {
-		return "", ErrRegistryNotConfigured
-	}
-	return cfg.Status.InternalRegistryHostname, nil
+	return cluster.RegistryHost(ctx, c)
 }
 
 // options builds copier options with the current token.

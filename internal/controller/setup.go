@@ -6,10 +6,6 @@ import (
 
 	"github.com/go-logr/logr"
 
-	configv1 "github.com/openshift/api/config/v1"
-	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -18,7 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/cluster"
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
 )
 
@@ -38,17 +34,6 @@ type ManagerOptions struct {
 	SeveralPerProcess bool
 }
 
-// Scheme knows every kind the worker reads or writes.
-func Scheme() (*runtime.Scheme, error) {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, oadpv1alpha1.AddToScheme, velerov1.AddToScheme, configv1.Install} {
-		if err := add(s); err != nil {
-			return nil, err
-		}
-	}
-	return s, nil
-}
-
 // NewManager builds the worker: both reconcilers, watching ImageStreamsBackups and
 // ImageStreamsRestores in the worker's own namespace only, with health probes and metrics.
 func NewManager(cfg *rest.Config, o ManagerOptions) (manager.Manager, error) {
@@ -58,8 +43,8 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (manager.Manager, error) {
 	if o.VeleroNamespace == "" {
 		o.VeleroNamespace = o.Namespace
 	}
-	// Backups running at once (the parts of a large Velero backup) share one set of transfer
-	// slots, so the worker's memory does not grow with their number.
+	// Backups and restores running at once (the parts of a large Velero backup) share one set
+	// of transfer slots, so the worker's memory does not grow with their number.
 	jobs := o.Registry.Jobs
 	if jobs <= 0 {
 		jobs = copier.DefaultJobs
@@ -69,7 +54,7 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (manager.Manager, error) {
 	if o.GCDelay <= 0 {
 		o.GCDelay = defaultGCDelay
 	}
-	scheme, err := Scheme()
+	scheme, err := cluster.NewScheme()
 	if err != nil {
 		return nil, err
 	}

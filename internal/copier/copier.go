@@ -13,7 +13,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
@@ -58,8 +57,21 @@ type Copier struct {
 	sem    chan struct{}
 	counts counters
 
-	inflight singleflight.Group
-	copied   sync.Map // v1.Hash -> v1.Descriptor of manifests stored by this Copier
+	mu      sync.Mutex
+	flights map[v1.Hash]*flight // manifests being copied
+	running sync.WaitGroup      // every flight's goroutine
+	copied  sync.Map            // v1.Hash -> v1.Descriptor of manifests stored by this Copier
+}
+
+// flight is one copy of a manifest that several callers wait for. It runs under its own
+// context, which ends when the last caller waiting for it has gone: one caller's cancellation
+// does not fail the others.
+type flight struct {
+	done    chan struct{}
+	desc    v1.Descriptor
+	err     error
+	waiters int
+	cancel  context.CancelFunc
 }
 
 // New returns a Copier into store.
@@ -72,7 +84,7 @@ func New(store *imagestore.Store, opts Options) (*Copier, error) {
 	if sem == nil {
 		sem = make(chan struct{}, opts.jobs())
 	}
-	return &Copier{store: store, opts: opts, puller: p, sem: sem}, nil
+	return &Copier{store: store, opts: opts, puller: p, sem: sem, flights: map[v1.Hash]*flight{}}, nil
 }
 
 // Stats returns the counts so far.
@@ -103,31 +115,71 @@ func (c *Copier) Copy(ctx context.Context, ref name.Digest) (v1.Descriptor, erro
 	return desc, nil
 }
 
-// maxDepth bounds manifest nesting; a registry is not trusted to end the recursion.
-const maxDepth = 8
-
 // copyManifest copies a manifest and what it references once per Copier: concurrent callers
-// of one digest share the first one's work, later ones its result. An index may list one child
+// of one digest share one flight, which runs until the last of them has gone, and later
+// callers its result. An index may list one child
 // many times, at every level; copied again each time, that is exponential work. (A manifest
 // cannot reach itself: it would have to contain its own digest.)
 func (c *Copier) copyManifest(ctx context.Context, repo name.Repository, desc v1.Descriptor, depth int) (v1.Descriptor, error) {
-	if depth > maxDepth {
-		return desc, fmt.Errorf("manifest %s is nested more than %d levels deep", desc.Digest, maxDepth)
+	if depth > imagestore.MaxDepth {
+		return desc, fmt.Errorf("manifest %s is nested more than %d levels deep", desc.Digest, imagestore.MaxDepth)
 	}
 	if d, ok := c.copied.Load(desc.Digest); ok {
 		return d.(v1.Descriptor), nil
 	}
-	v, err, _ := c.inflight.Do(desc.Digest.String(), func() (any, error) {
-		d, err := c.copyManifestOnce(ctx, repo, desc, depth)
+	f := c.join(ctx, repo, desc, depth)
+	select {
+	case <-f.done:
+		return f.desc, f.err
+	case <-ctx.Done():
+		c.leave(desc.Digest, f)
+		return desc, ctx.Err()
+	}
+}
+
+// join returns the flight copying desc, starting one when none runs.
+func (c *Copier) join(ctx context.Context, repo name.Repository, desc v1.Descriptor, depth int) *flight {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f, ok := c.flights[desc.Digest]; ok {
+		f.waiters++
+		return f
+	}
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f := &flight{done: make(chan struct{}), waiters: 1, cancel: cancel}
+	c.flights[desc.Digest] = f
+	c.running.Go(func() {
+		defer cancel()
+		d, err := c.copyManifestOnce(fctx, repo, desc, depth)
+		c.mu.Lock()
+		if c.flights[desc.Digest] == f {
+			delete(c.flights, desc.Digest)
+		}
 		if err == nil {
 			c.copied.Store(desc.Digest, d)
 		}
-		return d, err
+		c.mu.Unlock()
+		f.desc, f.err = d, err
+		close(f.done)
 	})
-	if err != nil {
-		return desc, err
+	return f
+}
+
+// Wait returns once no manifest copy runs: copies whose callers have all gone end soon after
+// them, and a Copier's owner waits for them before it closes the store.
+func (c *Copier) Wait() { c.running.Wait() }
+
+// leave stops waiting for f; the last caller to leave cancels it, and a later caller starts
+// a new one.
+func (c *Copier) leave(h v1.Hash, f *flight) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if f.waiters--; f.waiters == 0 {
+		f.cancel()
+		if c.flights[h] == f {
+			delete(c.flights, h)
+		}
 	}
-	return v.(v1.Descriptor), nil
 }
 
 func (c *Copier) copyManifestOnce(ctx context.Context, repo name.Repository, desc v1.Descriptor, depth int) (v1.Descriptor, error) {

@@ -23,6 +23,9 @@ type Pusher struct {
 	opts   Options
 	remote []remote.Option
 	counts counters
+	// slots bound the layers sent at once, shared with every Copier and Pusher given the same
+	// Options.Slots.
+	slots chan struct{}
 
 	mu     sync.Mutex
 	pushed map[v1.Hash]name.Repository // blob -> a repository of this registry that has it
@@ -39,7 +42,11 @@ func NewPusher(ctx context.Context, store *imagestore.Store, opts Options) (*Pus
 	if err != nil {
 		return nil, err
 	}
-	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), pushed: map[v1.Hash]name.Repository{}}, nil
+	slots := opts.Slots
+	if slots == nil {
+		slots = make(chan struct{}, opts.jobs())
+	}
+	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), slots: slots, pushed: map[v1.Hash]name.Repository{}}, nil
 }
 
 // Stats returns the counts so far; BytesUploaded counts the bytes sent, BytesSkipped those the
@@ -144,7 +151,7 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 			}
 			return img, nil
 		}
-		wrapped, err := p.mountable(img, repo)
+		wrapped, err := p.mountable(ctx, img, repo)
 		if err != nil {
 			return nil, err
 		}
@@ -159,9 +166,10 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 	}
 }
 
-// mountable wraps img so that each layer counts the bytes it sends and, when this Pusher
-// already pushed it to another repository of the same registry, is mounted from there.
-func (p *Pusher) mountable(img v1.Image, repo name.Repository) (*countingImage, error) {
+// mountable wraps img so that each layer counts the bytes it sends, holds a transfer slot
+// while it is sent and, when this Pusher already pushed it to another repository of the same
+// registry, is mounted from there.
+func (p *Pusher) mountable(ctx context.Context, img v1.Image, repo name.Repository) (*countingImage, error) {
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, err
@@ -178,7 +186,7 @@ func (p *Pusher) mountable(img v1.Image, repo name.Repository) (*countingImage, 
 		if err != nil {
 			return nil, err
 		}
-		cl := &countingLayer{Layer: l, counts: &p.counts, size: size}
+		cl := &countingLayer{Layer: l, counts: &p.counts, size: size, ctx: ctx, slots: p.slots}
 		out.counted = append(out.counted, cl)
 		if from, ok := p.pushed[h]; ok && from.RegistryStr() == repo.RegistryStr() && from.String() != repo.String() {
 			out.layers = append(out.layers, &remote.MountableLayer{Layer: cl, Reference: from.Digest(h.String())})
@@ -211,17 +219,54 @@ type countingImage struct {
 
 func (i *countingImage) Layers() ([]v1.Layer, error) { return i.layers, nil }
 
-// countingLayer counts the layer as uploaded once the registry asks for its bytes.
+// countingLayer counts the layer as uploaded once the registry asks for its bytes, and holds
+// one of slots from then until the bytes are closed.
 type countingLayer struct {
 	v1.Layer
 	counts *counters
 	size   int64
 	read   atomic.Bool
+	// ctx is the push's: waiting for a slot ends with it.
+	ctx   context.Context
+	slots chan struct{}
 }
 
 func (l *countingLayer) Compressed() (io.ReadCloser, error) {
+	select {
+	case l.slots <- struct{}{}:
+	case <-l.ctx.Done():
+		return nil, l.ctx.Err()
+	}
+	release := sync.OnceFunc(func() { <-l.slots })
+	rc, err := l.Layer.Compressed()
+	if err != nil {
+		release()
+		return nil, err
+	}
 	if l.read.CompareAndSwap(false, true) {
 		l.counts.add(l.size, true)
 	}
-	return l.Layer.Compressed()
+	// The slot goes back when the bytes are closed or read to their end, or at the latest
+	// with the push: a body a failed request never closes holds it no longer.
+	stop := context.AfterFunc(l.ctx, release)
+	return &slotReader{ReadCloser: rc, release: func() { stop(); release() }}, nil
+}
+
+// slotReader gives its transfer slot back when it is closed or read to its end.
+type slotReader struct {
+	io.ReadCloser
+	release func()
+}
+
+func (r *slotReader) Read(b []byte) (int, error) {
+	n, err := r.ReadCloser.Read(b)
+	if err != nil {
+		r.release()
+	}
+	return n, err
+}
+
+func (r *slotReader) Close() error {
+	defer r.release()
+	return r.ReadCloser.Close()
 }

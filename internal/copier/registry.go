@@ -6,8 +6,6 @@ package copier
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 )
 
@@ -102,19 +101,9 @@ func (o *Options) nameOptions() []name.Option {
 // roundTripper is the HTTP transport to the registry: TLS verified against the system roots
 // plus CACert, enough idle connections for Jobs parallel transfers, and retries of 5xx/429.
 func (o *Options) roundTripper() (http.RoundTripper, error) {
-	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
-	if len(o.CACert) > 0 {
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(o.CACert) {
-			return nil, errors.New("registry CA bundle holds no PEM certificate")
-		}
-		tlsConfig.RootCAs = pool
-	}
-	if o.Insecure {
-		tlsConfig.InsecureSkipVerify = true //nolint:gosec // explicit opt-in, documented on Options.Insecure
+	tlsConfig, err := bucket.TLSConfig(o.CACert, o.Insecure)
+	if err != nil {
+		return nil, fmt.Errorf("registry %w", err)
 	}
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.TLSClientConfig = tlsConfig
@@ -180,7 +169,7 @@ func (o *Options) remoteOptions() []remote.Option {
 
 // puller fetches manifests and blobs by digest. It talks HTTP itself rather than through
 // remote.Layer because remote verifies every blob's digest as it streams, and the store verifies
-// it again on write: one sha256 pass per byte instead of two is most of the CPU a copy costs.
+// it again on write: each byte is hashed once, by the store, not twice.
 type puller struct {
 	opts *Options
 	rt   http.RoundTripper

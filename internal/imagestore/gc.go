@@ -9,9 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -45,11 +43,6 @@ const DefaultStaleAfter = 30 * time.Minute
 // hold off backups or collections for longer.
 const maxStaleAfter = 24 * time.Hour
 
-const (
-	gcMarkers      = "gc/"
-	legacyGCMarker = "gc.json"
-)
-
 var (
 	// ErrLeaseLost is returned by GC when it could not keep its marker fresh: a backup may have
 	// started meanwhile, so it stopped sweeping.
@@ -65,7 +58,8 @@ type marker struct {
 	StaleAfter time.Duration `json:"staleAfter,omitempty"`
 }
 
-// maxMarkerSize bounds what is read of a marker; ours are some 80 bytes.
+// maxMarkerSize bounds what is read of a marker, far more than the timestamp and duration that
+// make up the ones this package writes.
 const maxMarkerSize = 4 << 10
 
 // markerFresh reports whether raw is a marker refreshed within its staleness time (the one it
@@ -105,10 +99,20 @@ func (s *Store) freshMarker(ctx context.Context, key string, staleAfter time.Dur
 	return markerFresh(raw, time.Now(), staleAfter), nil
 }
 
-// freshMarkers returns the keys under prefix accepted by match whose markers are fresh. It
-// removes stale ones when sweep is set (their holders died); mine is never removed.
-func (s *Store) freshMarkers(ctx context.Context, prefix string, match func(key string) bool, staleAfter time.Duration, sweep bool, mine string) ([]string, error) {
+// markerScan says which markers freshMarkers reads and what it does with stale ones.
+type markerScan struct {
+	kind markerKind
+	// sweep removes stale markers: their holders died.
+	sweep bool
+	// mine is the caller's own marker, neither returned nor removed.
+	mine string
+}
+
+// freshMarkers returns the keys of the markers of scan.kind that are fresh, removing stale ones
+// when scan.sweep is set.
+func (s *Store) freshMarkers(ctx context.Context, scan markerScan, staleAfter time.Duration) ([]string, error) {
 	var fresh []string
+	prefix, match := scan.kind.prefix, scan.kind.match
 	it := s.bucket.List(&blob.ListOptions{Prefix: prefix})
 	for {
 		obj, err := it.Next(ctx)
@@ -118,7 +122,7 @@ func (s *Store) freshMarkers(ctx context.Context, prefix string, match func(key 
 		if err != nil {
 			return nil, fmt.Errorf("listing markers under %s: %w", prefix, err)
 		}
-		if obj.Key == mine || !match(obj.Key) {
+		if obj.Key == scan.mine || !match(obj.Key) {
 			continue
 		}
 		ok, err := s.freshMarker(ctx, obj.Key, staleAfter)
@@ -128,7 +132,7 @@ func (s *Store) freshMarkers(ctx context.Context, prefix string, match func(key 
 		switch {
 		case ok:
 			fresh = append(fresh, obj.Key)
-		case sweep:
+		case scan.sweep:
 			if err := s.bucket.Delete(ctx, obj.Key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
 				return nil, fmt.Errorf("removing stale marker %s: %w", obj.Key, err)
 			}
@@ -141,17 +145,8 @@ func (s *Store) collecting(ctx context.Context, staleAfter time.Duration) (bool,
 	if ok, err := s.freshMarker(ctx, legacyGCMarker, staleAfter); err != nil || ok {
 		return ok, err
 	}
-	keys, err := s.freshMarkers(ctx, gcMarkers, isMarker, staleAfter, false, "")
+	keys, err := s.freshMarkers(ctx, markerScan{kind: gcMarkerKind}, staleAfter)
 	return len(keys) > 0, err
-}
-
-func isMarker(key string) bool { return strings.HasSuffix(key, ".json") }
-
-// isBackupMarker matches backups/<name>/pending-<id>.json and earlier versions'
-// backups/<name>/pending.json.
-func isBackupMarker(key string) bool {
-	base := path.Base(key)
-	return strings.HasPrefix(base, "pending") && strings.HasSuffix(base, ".json") && strings.Count(key, "/") == 2
 }
 
 // holderID names holder's markers: a digest, so that any holder string makes a safe key; a
@@ -268,7 +263,7 @@ func (s *Store) Begin(ctx context.Context, name, holder string, staleAfter time.
 	if staleAfter <= 0 {
 		staleAfter = DefaultStaleAfter
 	}
-	l, err := s.takeLease(ctx, backupKey(name, "pending-"+holderID(holder)+".json"), staleAfter)
+	l, err := s.takeLease(ctx, backupMarkerKey(name, holderID(holder)), staleAfter)
 	if err != nil {
 		return nil, fmt.Errorf("marking backup %s in progress: %w", name, err)
 	}
@@ -318,7 +313,10 @@ func (p *Pending) Commit(ctx context.Context, entries []Entry, meta IndexMeta) e
 	if err := p.s.WriteIndex(ctx, p.name, entries, meta); err != nil {
 		return err
 	}
-	return p.Abort(ctx)
+	// The index is written: the backup is committed. A marker that cannot be removed now only
+	// holds collections off until it goes stale.
+	_ = p.Abort(ctx)
+	return nil
 }
 
 // checkStored returns ErrBlobsCollected unless every blob the entries reach is stored.
@@ -377,14 +375,14 @@ func (s *Store) GC(ctx context.Context, staleAfter time.Duration) (GCReport, err
 	} else if busy {
 		return rep, ErrGCRunning
 	}
-	mine := gcMarkers + markerID() + ".json"
+	mine := gcMarkerKey(markerID())
 	l, err := s.takeLease(ctx, mine, staleAfter)
 	if err != nil {
 		return rep, fmt.Errorf("marking garbage collection: %w", err)
 	}
 	defer func() { _ = l.release(context.WithoutCancel(ctx)) }()
 	// Markers of collections that died are removed, so that they are not read again.
-	if _, err := s.freshMarkers(ctx, gcMarkers, isMarker, staleAfter, true, mine); err != nil {
+	if _, err := s.freshMarkers(ctx, markerScan{kind: gcMarkerKind, sweep: true, mine: mine}, staleAfter); err != nil {
 		return rep, err
 	}
 
@@ -416,7 +414,7 @@ func (s *Store) GC(ctx context.Context, staleAfter time.Duration) (GCReport, err
 	}
 	rep.Backups = len(names)
 
-	it := s.bucket.List(&blob.ListOptions{Prefix: "blobs/sha256/"})
+	it := s.bucket.List(&blob.ListOptions{Prefix: blobsPrefix})
 	for {
 		obj, err := it.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -425,7 +423,7 @@ func (s *Store) GC(ctx context.Context, staleAfter time.Duration) (GCReport, err
 		if err != nil {
 			return rep, fmt.Errorf("listing blobs: %w", err)
 		}
-		if live[strings.TrimPrefix(obj.Key, "blobs/sha256/")] {
+		if live[blobHex(obj.Key)] {
 			rep.Kept++
 			continue
 		}
@@ -444,13 +442,13 @@ func (s *Store) GC(ctx context.Context, staleAfter time.Duration) (GCReport, err
 // runningBackups names the backups with a fresh in-progress marker, and removes the stale
 // markers of backups whose worker died.
 func (s *Store) runningBackups(ctx context.Context, staleAfter time.Duration) ([]string, error) {
-	keys, err := s.freshMarkers(ctx, "backups/", isBackupMarker, staleAfter, true, "")
+	keys, err := s.freshMarkers(ctx, markerScan{kind: backupMarkerKind, sweep: true}, staleAfter)
 	if err != nil {
 		return nil, fmt.Errorf("looking for backups in progress: %w", err)
 	}
 	var running []string
 	for _, k := range keys {
-		if name := path.Base(path.Dir(k)); !slices.Contains(running, name) {
+		if name := backupOfMarker(k); !slices.Contains(running, name) {
 			running = append(running, name)
 		}
 	}

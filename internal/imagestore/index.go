@@ -17,6 +17,8 @@ import (
 	"gocloud.dev/blob"
 	"gocloud.dev/gcerrors"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 )
 
 // Annotations on each entry of a backup's index.
@@ -69,9 +71,9 @@ type IndexMeta struct {
 }
 
 // MaxIndexSize bounds what is read of a backup's index.json, and of its parts' together
-// (AnnotationParts): 20,000 entries take about 10 MiB, so 64 MiB holds some 130,000 images,
-// while the whole backup's entries still fit the worker's memory. Reads stop at the limit
-// whatever size the bucket claims.
+// (AnnotationParts): several times the 20,000 image references a backup must hold, while the
+// whole backup's entries still fit the worker's memory. Reads stop at the limit whatever size
+// the bucket claims.
 const MaxIndexSize = 64 << 20
 
 // MaxDepth bounds how deep manifests may nest (index -> index -> ... -> image -> layer): real
@@ -136,8 +138,8 @@ func (m *IndexMeta) validate() error {
 	if m.Writer != "" && !writerRE.MatchString(m.Writer) {
 		return fmt.Errorf("invalid writer %q", m.Writer)
 	}
-	if len(m.Parts) >= maxParts {
-		return fmt.Errorf("%d parts, more than the %d allowed", len(m.Parts), maxParts-1)
+	if len(m.Parts) >= oadpv1alpha1.MaxParts {
+		return fmt.Errorf("%d parts, more than the %d allowed", len(m.Parts), oadpv1alpha1.MaxParts-1)
 	}
 	seen := make(map[string]bool, len(m.Parts))
 	for _, p := range m.Parts {
@@ -159,9 +161,6 @@ func ParseIndex(raw []byte) ([]Entry, error) {
 	return entries, err
 }
 
-// maxParts bounds AnnotationParts, which the bucket could otherwise set to anything.
-const maxParts = 1024
-
 func parseIndex(raw []byte) ([]Entry, IndexMeta, int, error) {
 	var meta IndexMeta
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
@@ -170,8 +169,9 @@ func parseIndex(raw []byte) ([]Entry, IndexMeta, int, error) {
 	}
 	count := 1
 	if p, ok := idx.Annotations[AnnotationParts]; ok {
-		if count, err = strconv.Atoi(p); err != nil || count < 1 || count > maxParts {
-			return nil, meta, 0, fmt.Errorf("parsing index: %s %q is not a count from 1 to %d", AnnotationParts, p, maxParts)
+		// The bucket could otherwise make AnnotationParts declare any number.
+		if count, err = strconv.Atoi(p); err != nil || count < 1 || count > oadpv1alpha1.MaxParts {
+			return nil, meta, 0, fmt.Errorf("parsing index: %s %q is not a count from 1 to %d", AnnotationParts, p, oadpv1alpha1.MaxParts)
 		}
 	}
 	meta.Writer = idx.Annotations[AnnotationWriter]
@@ -325,7 +325,7 @@ func (s *Store) WriteIndex(ctx context.Context, name string, entries []Entry, me
 	if err != nil {
 		return err
 	}
-	if err := s.bucket.WriteAll(ctx, backupKey(name, "index.json"), raw, &blob.WriterOptions{ContentType: string(types.OCIImageIndex)}); err != nil {
+	if err := s.bucket.WriteAll(ctx, indexKey(name), raw, &blob.WriterOptions{ContentType: string(types.OCIImageIndex)}); err != nil {
 		return fmt.Errorf("writing index of backup %s: %w", name, err)
 	}
 	return nil
@@ -360,7 +360,7 @@ func (s *Store) ReadBackup(ctx context.Context, name string) (*Backup, error) {
 		return nil, err
 	}
 	b := &Backup{IndexMeta: meta, Entries: entries}
-	// The parts share one budget: a bucket could otherwise declare maxParts parts of
+	// The parts share one budget: a bucket could otherwise declare oadpv1alpha1.MaxParts parts of
 	// MaxIndexSize each.
 	budget := int64(MaxIndexSize) - read
 	for _, part := range meta.Parts {
@@ -387,7 +387,7 @@ func (s *Store) readIndex(ctx context.Context, name string, max int64) ([]Entry,
 	if err := ValidateBackupName(name); err != nil {
 		return nil, meta, 0, err
 	}
-	r, err := s.bucket.NewReader(ctx, backupKey(name, "index.json"), nil)
+	r, err := s.bucket.NewReader(ctx, indexKey(name), nil)
 	if err != nil {
 		if gcerrors.Code(err) == gcerrors.NotFound {
 			return nil, meta, 0, fmt.Errorf("backup %s: %w", name, ErrNotFound)
@@ -427,13 +427,13 @@ func (s *Store) HasIndex(ctx context.Context, name string) (bool, error) {
 	if err := ValidateBackupName(name); err != nil {
 		return false, err
 	}
-	return s.bucket.Exists(ctx, backupKey(name, "index.json"))
+	return s.bucket.Exists(ctx, indexKey(name))
 }
 
 // Backups lists the names of the complete backups in the store.
 func (s *Store) Backups(ctx context.Context) ([]string, error) {
 	var names []string
-	it := s.bucket.List(&blob.ListOptions{Prefix: "backups/", Delimiter: "/"})
+	it := s.bucket.List(&blob.ListOptions{Prefix: backupsPrefix, Delimiter: "/"})
 	for {
 		obj, err := it.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -442,11 +442,11 @@ func (s *Store) Backups(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("listing backups: %w", err)
 		}
-		name := strings.TrimSuffix(strings.TrimPrefix(obj.Key, "backups/"), "/")
+		name := backupOfDir(obj.Key)
 		if !obj.IsDir || ValidateBackupName(name) != nil {
 			continue
 		}
-		if ok, err := s.bucket.Exists(ctx, backupKey(name, "index.json")); err != nil {
+		if ok, err := s.bucket.Exists(ctx, indexKey(name)); err != nil {
 			return nil, fmt.Errorf("listing backups: %w", err)
 		} else if ok {
 			names = append(names, name)
@@ -460,7 +460,7 @@ func (s *Store) DeleteBackup(ctx context.Context, name string) error {
 	if err := ValidateBackupName(name); err != nil {
 		return err
 	}
-	if err := s.bucket.Delete(ctx, backupKey(name, "index.json")); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+	if err := s.bucket.Delete(ctx, indexKey(name)); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
 		return fmt.Errorf("deleting index of backup %s: %w", name, err)
 	}
 	return nil

@@ -83,11 +83,11 @@ func TestOneCollectionEndingLeavesAnothersMarker(t *testing.T) {
 	b := memblob.OpenBucket(nil)
 	s := New(b, "prefix")
 	defer s.Close()
-	first, err := s.takeLease(ctx, gcMarkers+markerID()+".json", time.Minute)
+	first, err := s.takeLease(ctx, gcMarkerKey(markerID()), time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := s.takeLease(ctx, gcMarkers+markerID()+".json", time.Minute)
+	second, err := s.takeLease(ctx, gcMarkerKey(markerID()), time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}

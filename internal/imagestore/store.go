@@ -3,11 +3,11 @@
 // Under a Velero location's prefix it uses the plugins/ directory that Velero reserves for
 // plugins:
 //
-//	<prefix>/plugins/imagestreams/oci-layout                 {"imageLayoutVersion":"1.0.0"}
-//	<prefix>/plugins/imagestreams/blobs/sha256/<hex>          every blob and manifest, once
-//	<prefix>/plugins/imagestreams/backups/<name>/index.json   a backup's index, written last
-//	<prefix>/plugins/imagestreams/backups/<name>/pending.json a backup in progress
-//	<prefix>/plugins/imagestreams/gc.json                     a garbage collection in progress
+//	<prefix>/plugins/imagestreams/oci-layout                      {"imageLayoutVersion":"1.0.0"}
+//	<prefix>/plugins/imagestreams/blobs/sha256/<hex>               every blob and manifest, once
+//	<prefix>/plugins/imagestreams/backups/<name>/index.json        a backup's index, written last
+//	<prefix>/plugins/imagestreams/backups/<name>/pending-<id>.json a backup in progress
+//	<prefix>/plugins/imagestreams/gc/<id>.json                     a garbage collection in progress
 //
 // Every key derives from a digest validated as sha256 and 64 lowercase hex characters, or from a
 // backup name validated as a DNS subdomain; never from free text.
@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"path"
 	"strings"
 	"sync"
 
@@ -86,8 +85,6 @@ func ValidateDigest(h v1.Hash) error {
 	}
 	return nil
 }
-
-func blobKey(h v1.Hash) string { return "blobs/sha256/" + h.Hex }
 
 // Has reports whether the store holds the blob.
 func (s *Store) Has(ctx context.Context, h v1.Hash) (bool, error) {
@@ -159,8 +156,9 @@ func (s *Store) write(ctx context.Context, key string, desc v1.Descriptor, r io.
 		// keep memory bounded.
 		BufferSize: 8 << 20,
 		// S3 holds MaxConcurrency+1 part buffers per upload, and the copier runs several
-		// uploads at once: the SDK's default of 5 took a worker past 500 MiB with four 64 MiB
-		// layers in flight. Two parts in flight still keep a blob streaming.
+		// uploads at once, so the worker's memory grows with their product: the SDK's default
+		// of 5 does not fit the worker's memory limit (docs/reliability.md). Two parts in
+		// flight still keep a blob streaming.
 		MaxConcurrency: 2,
 	})
 	if err != nil {
@@ -268,11 +266,9 @@ func (v *verifyingReader) Close() error { return v.c.Close() }
 
 // ensureLayout writes the oci-layout file the OCI image layout specification asks for.
 func (s *Store) ensureLayout(ctx context.Context) error {
-	ok, err := s.bucket.Exists(ctx, "oci-layout")
+	ok, err := s.bucket.Exists(ctx, layoutKey)
 	if err != nil || ok {
 		return err
 	}
-	return s.bucket.WriteAll(ctx, "oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`), &blob.WriterOptions{ContentType: "application/json"})
+	return s.bucket.WriteAll(ctx, layoutKey, []byte(`{"imageLayoutVersion":"1.0.0"}`), &blob.WriterOptions{ContentType: "application/json"})
 }
-
-func backupKey(name, file string) string { return path.Join("backups", name, file) }

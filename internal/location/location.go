@@ -25,18 +25,6 @@ const (
 	DefaultCredentialsKey    = "cloud"
 )
 
-// Reasons a location cannot be used, as they appear on a resource's conditions.
-const (
-	ReasonLocationNotFound    = "BackupLocationNotFound"
-	ReasonCredentialsNotFound = "CredentialsNotFound"
-	ReasonInvalidLocation     = "InvalidBackupLocation"
-	// ReasonForbidden says the worker's role lacks a right it needs to read the location.
-	ReasonForbidden = "Forbidden"
-	// ReasonCredentialsNotAllowed says an inline location would send credentials to an
-	// endpoint that no BackupStorageLocation uses them with.
-	ReasonCredentialsNotAllowed = "CredentialsNotAllowed"
-)
-
 // Error is a location that cannot be used, with the condition reason that says why.
 type Error struct {
 	Reason string
@@ -93,7 +81,7 @@ func Resolve(ctx context.Context, c client.Reader, veleroNamespace string, loc *
 		return nil, err
 	}
 	if bsl.Spec.ObjectStorage == nil {
-		return nil, fail(ReasonInvalidLocation, "BackupStorageLocation %s/%s has no objectStorage", veleroNamespace, bsl.Name)
+		return nil, fail(oadpv1alpha1.ReasonInvalidLocation, "BackupStorageLocation %s/%s has no objectStorage", veleroNamespace, bsl.Name)
 	}
 	out := fromBSL(bsl)
 	return out, readCredentials(ctx, c, veleroNamespace, bsl.Spec.Credential, out)
@@ -131,7 +119,7 @@ func vouchedFor(ctx context.Context, c client.Reader, ns string, sel *corev1.Sec
 	if len(out.Bucket.Credentials) == 0 {
 		creds = fmt.Sprintf("the credentials of the provider's default chain (there is no Secret %s/%s)", ns, name)
 	}
-	return fail(ReasonCredentialsNotAllowed, "location %s would send %s to %s, which no BackupStorageLocation in %s uses them with, "+
+	return fail(oadpv1alpha1.ReasonCredentialsNotAllowed, "location %s would send %s to %s, which no BackupStorageLocation in %s uses them with, "+
 		"trusting its certificate the same way; name a BackupStorageLocation instead", out.Name, creds, out.Bucket.Endpoint(), ns)
 }
 
@@ -148,10 +136,10 @@ func findBSL(ctx context.Context, c client.Reader, ns string, loc *oadpv1alpha1.
 		bsl := &velerov1.BackupStorageLocation{}
 		err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: loc.Name}, bsl)
 		if apierrors.IsNotFound(err) {
-			return nil, fail(ReasonLocationNotFound, "BackupStorageLocation %s/%s not found", ns, loc.Name)
+			return nil, fail(oadpv1alpha1.ReasonLocationNotFound, "BackupStorageLocation %s/%s not found", ns, loc.Name)
 		}
 		if apierrors.IsForbidden(err) {
-			return nil, fail(ReasonForbidden, "the worker may not read BackupStorageLocation %s/%s; grant its role get on backupstoragelocations.velero.io: %v", ns, loc.Name, err)
+			return nil, fail(oadpv1alpha1.ReasonForbidden, "the worker may not read BackupStorageLocation %s/%s; grant its role get on backupstoragelocations.velero.io: %v", ns, loc.Name, err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("reading BackupStorageLocation %s/%s: %w", ns, loc.Name, err)
@@ -167,7 +155,7 @@ func findBSL(ctx context.Context, c client.Reader, ns string, loc *oadpv1alpha1.
 			return &list.Items[i], nil
 		}
 	}
-	return nil, fail(ReasonLocationNotFound, "no backupLocation given and no BackupStorageLocation in %s is marked default", ns)
+	return nil, fail(oadpv1alpha1.ReasonLocationNotFound, "no backupLocation given and no BackupStorageLocation in %s is marked default", ns)
 }
 
 func readCredentials(ctx context.Context, c client.Reader, ns string, sel *corev1.SecretKeySelector, out *Location) error {
@@ -181,15 +169,15 @@ func readCredentials(ctx context.Context, c client.Reader, ns string, sel *corev
 		// (environment, workload identity).
 		return nil
 	case apierrors.IsNotFound(err):
-		return fail(ReasonCredentialsNotFound, "credentials Secret %s/%s of location %s not found", ns, name, out.Name)
+		return fail(oadpv1alpha1.ReasonCredentialsNotFound, "credentials Secret %s/%s of location %s not found", ns, name, out.Name)
 	case apierrors.IsForbidden(err):
-		return fail(ReasonForbidden, "the worker may not read credentials Secret %s/%s; grant its role get on secrets in %s: %v", ns, name, ns, err)
+		return fail(oadpv1alpha1.ReasonForbidden, "the worker may not read credentials Secret %s/%s; grant its role get on secrets in %s: %v", ns, name, ns, err)
 	case err != nil:
 		return fmt.Errorf("reading credentials Secret %s/%s: %w", ns, name, err)
 	}
 	data, ok := secret.Data[key]
 	if !ok {
-		return fail(ReasonCredentialsNotFound, "credentials Secret %s/%s has no key %q", ns, name, key)
+		return fail(oadpv1alpha1.ReasonCredentialsNotFound, "credentials Secret %s/%s has no key %q", ns, name, key)
 	}
 	out.Bucket.Credentials = data
 	return nil

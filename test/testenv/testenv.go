@@ -16,18 +16,15 @@ import (
 	"runtime"
 	"testing"
 
-	configv1 "github.com/openshift/api/config/v1"
 	imagev1 "github.com/openshift/api/image/v1"
-	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/cluster"
 )
 
 // Environment is a running control plane with every CRD the project needs installed.
@@ -58,19 +55,16 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// NewScheme returns a scheme with every kind the project's tests use.
+// NewScheme returns a scheme with every kind the project's tests use: those of
+// cluster.NewScheme, which the worker and the plugin know, and the OpenShift image kinds the
+// tests create.
 func NewScheme() (*k8sruntime.Scheme, error) {
-	s := k8sruntime.NewScheme()
-	for _, add := range []func(*k8sruntime.Scheme) error{
-		clientgoscheme.AddToScheme,
-		oadpv1alpha1.AddToScheme,
-		configv1.Install,
-		imagev1.Install,
-		velerov1.AddToScheme,
-	} {
-		if err := add(s); err != nil {
-			return nil, err
-		}
+	s, err := cluster.NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	if err := imagev1.Install(s); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

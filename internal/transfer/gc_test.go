@@ -1,4 +1,4 @@
-package controller
+package transfer
 
 import (
 	"context"
@@ -18,15 +18,15 @@ import (
 func TestACollectionDoesNotCountForANewObjectOfTheSameName(t *testing.T) {
 	loc := &location.Location{Name: "test", Bucket: bucket.Config{Provider: "file", Bucket: t.TempDir()}}
 	notified := make(chan types.NamespacedName, 8)
-	c := newCollector(openLocation, time.Minute, 10*time.Millisecond, 10*time.Millisecond,
-		func(k types.NamespacedName) { notified <- k }, logr.Discard())
+	c := NewCollector(CollectorConfig{Open: OpenStore, StaleAfter: time.Minute, Delay: 10 * time.Millisecond, Retry: 10 * time.Millisecond,
+		Notify: func(k types.NamespacedName) { notified <- k }, Log: logr.Discard()})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = c.Start(ctx) }()
 
 	key := types.NamespacedName{Namespace: "velero", Name: "b1"}
-	first, second := waiter{key, "uid-of-the-first"}, waiter{key, "uid-of-the-second"}
-	if done, _, _ := c.collect(loc, first); done {
+	first, second := Waiter{key, "uid-of-the-first"}, Waiter{key, "uid-of-the-second"}
+	if done, _, _ := c.Collect(loc, first); done {
 		t.Fatal("a collection counted as done before it ran")
 	}
 	select {
@@ -35,11 +35,11 @@ func TestACollectionDoesNotCountForANewObjectOfTheSameName(t *testing.T) {
 		t.Fatal("the collection never finished")
 	}
 	// The first was deleted before it saw its answer; a new one of its name asks.
-	if done, _, _ := c.collect(loc, second); done {
+	if done, _, _ := c.Collect(loc, second); done {
 		t.Error("the first one's collection counted for the new one")
 	}
-	c.forget(key)
-	if done, _, _ := c.collect(loc, first); done {
+	c.Forget(key)
+	if done, _, _ := c.Collect(loc, first); done {
 		t.Error("a forgotten request was answered")
 	}
 }

@@ -1,0 +1,196 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
+	"github.com/openshift/oadp-imagestreams-backup/internal/transfer"
+)
+
+// jobs is what both reconcilers share: it starts their transfer jobs and projects what the
+// jobs report onto the resources' status, with events, logs and metrics.
+type jobs struct {
+	client   client.Client
+	recorder events.EventRecorder
+	cfg      *Config
+	runner   *transfer.Runner
+	// kind is "Backup" or "Restore", in events, logs and metrics.
+	kind string
+	// newObject returns an empty object of the kind, to wake by name.
+	newObject func() client.Object
+	// wake reconciles a resource again when a job or the collector asks for it.
+	wake chan event.GenericEvent
+}
+
+func newJobs(c client.Client, rec events.EventRecorder, cfg *Config, kind string, newObject func() client.Object) *jobs {
+	return &jobs{client: c, recorder: rec, cfg: cfg, runner: transfer.NewRunner(cfg.ProgressInterval), kind: kind, newObject: newObject,
+		wake: make(chan event.GenericEvent, 64)}
+}
+
+// source is the wake-ups, for the controller to watch.
+func (j *jobs) source() source.Source {
+	return source.Channel(j.wake, &handler.EnqueueRequestForObject{})
+}
+
+// wakeUp has key reconciled again. A full channel drops the request; those who ask again
+// later (a deletion's periodic requeue) make up for it.
+func (j *jobs) wakeUp(key types.NamespacedName) {
+	obj := j.newObject()
+	obj.SetNamespace(key.Namespace)
+	obj.SetName(key.Name)
+	select {
+	case j.wake <- event.GenericEvent{Object: obj}:
+	default:
+	}
+}
+
+// wakeUpAfter has key reconciled again after d. Unlike wakeUp it waits for room in the
+// channel, for up to a minute: nothing else asks again for a resource a job stopped.
+func (j *jobs) wakeUpAfter(key types.NamespacedName, d time.Duration) {
+	obj := j.newObject()
+	obj.SetNamespace(key.Namespace)
+	obj.SetName(key.Name)
+	time.AfterFunc(d, func() {
+		select {
+		case j.wake <- event.GenericEvent{Object: obj}:
+		case <-time.After(time.Minute):
+		}
+	})
+}
+
+// whileRunning handles a resource whose job runs: a cancel or a deletion stops the job.
+// The job's own final status write may come before it leaves the runner; looking again later
+// catches a spec that changed meanwhile.
+func (j *jobs) whileRunning(obj statusObject) (ctrl.Result, bool) {
+	key := client.ObjectKeyFromObject(obj)
+	if !j.runner.Running(key) {
+		return ctrl.Result{}, false
+	}
+	if obj.CancelRequested() || !obj.GetDeletionTimestamp().IsZero() {
+		j.runner.Cancel(key)
+	}
+	return ctrl.Result{RequeueAfter: j.cfg.RetryInterval}, true
+}
+
+// cancelBeforeStart ends obj, which asks to be canceled and has no job.
+func (j *jobs) cancelBeforeStart(ctx context.Context, obj statusObject) error {
+	return j.patch(ctx, obj, func() { setCanceledBeforeStart(obj, obj.GetGeneration()) })
+}
+
+// notYet says why obj cannot start, and looks again after RetryInterval.
+func (j *jobs) notYet(ctx context.Context, obj statusObject, reason string, err error) (ctrl.Result, error) {
+	log.FromContext(ctx).Info(j.kind+" cannot start yet", "reason", reason, "error", err.Error())
+	return ctrl.Result{RequeueAfter: j.cfg.RetryInterval}, j.patch(ctx, obj, func() { setWaiting(obj, obj.GetGeneration(), reason, err.Error()) })
+}
+
+// fail ends obj, which cannot run at all, with res.
+func (j *jobs) fail(ctx context.Context, obj statusObject, res transfer.Result) error {
+	return j.end(ctx, obj, obj.GetGeneration(), res, time.Now())
+}
+
+// start runs job for obj. Its status writes go to a copy of obj that each write refreshes,
+// and answer obj's generation, the spec the job runs.
+func (j *jobs) start(ctx context.Context, obj statusObject, job transfer.Job) error {
+	gen, live := obj.GetGeneration(), obj.DeepCopyObject().(statusObject)
+	logger := log.FromContext(ctx)
+	begun := time.Now()
+	err := j.runner.StartJob(ctx, client.ObjectKeyFromObject(obj), job, transfer.Callbacks{
+		OnStarted: func(ctx context.Context, total int64, message string) {
+			if err := j.patch(ctx, live, func() { setStarted(live, gen, total, message) }); err != nil {
+				logger.Error(err, "Failed to update status")
+			}
+			j.recorder.Eventf(live, nil, corev1.EventTypeNormal, "Started", j.kind, "Started %s", message)
+			logger.Info(j.kind+" started", "images", total)
+		},
+		OnProgress: func(ctx context.Context, p oadpv1alpha1.Progress) {
+			if !j.cfg.progressDue() {
+				return
+			}
+			if err := j.patch(ctx, live, func() { setProgress(live, p) }); err != nil && ctx.Err() == nil {
+				logger.Error(err, "Failed to update progress")
+			}
+		},
+		OnDone: func(ctx context.Context, res transfer.Result) {
+			if err := j.end(ctx, live, gen, res, begun); err != nil {
+				logger.Error(err, "Failed to write final status")
+			}
+		},
+	})
+	if errors.Is(err, transfer.ErrRunning) || errors.Is(err, transfer.ErrStopping) {
+		return nil // the running job answers; a stopping worker's successor starts it
+	}
+	return err
+}
+
+// end projects res onto obj's status. An interrupted job writes nothing when the worker is
+// stopping (the resource stays in progress for the next worker to resume); otherwise Ready
+// says why it stopped and the resource runs again after RetryInterval.
+func (j *jobs) end(ctx context.Context, obj statusObject, gen int64, res transfer.Result, begun time.Time) error {
+	logger := log.FromContext(ctx)
+	j.count(res)
+	if res.Outcome == transfer.Interrupted {
+		if ctx.Err() != nil || res.Reason == "" {
+			logger.Info(j.kind + " interrupted by shutdown; it resumes when the worker restarts")
+			return nil
+		}
+		logger.Info(j.kind+" stopped; it starts again", "reason", res.Reason, "message", res.Message, "retryIn", j.cfg.RetryInterval)
+		j.wakeUpAfter(client.ObjectKeyFromObject(obj), j.cfg.RetryInterval)
+		return j.patch(ctx, obj, func() { setNotReady(obj, gen, res.Reason, res.Message) })
+	}
+	err := j.patch(context.WithoutCancel(ctx), obj, func() { setEnded(obj, gen, res) })
+	phase := phaseOf(res.Outcome)
+	eventType := corev1.EventTypeNormal
+	if res.Outcome != transfer.Completed {
+		eventType = corev1.EventTypeWarning
+	}
+	j.recorder.Eventf(obj, nil, eventType, phase, j.kind, res.Message)
+	runDuration.WithLabelValues(strings.ToLower(j.kind), phase).Observe(time.Since(begun).Seconds())
+	logger.Info(j.kind+" finished", "phase", phase, "message", res.Message)
+	return err
+}
+
+// count adds what a job moved to the metrics.
+func (j *jobs) count(res transfer.Result) {
+	if res.Progress == nil {
+		return
+	}
+	kind := strings.ToLower(j.kind)
+	bytesCopied.WithLabelValues(kind).Add(float64(res.Progress.BytesUploaded))
+	bytesSkipped.WithLabelValues(kind).Add(float64(res.Progress.BytesSkipped))
+	imagesProcessed.WithLabelValues(kind, "done").Add(float64(res.Progress.ImagesDone))
+	imagesProcessed.WithLabelValues(kind, "failed").Add(float64(res.Progress.ImagesFailed))
+}
+
+func (j *jobs) patch(ctx context.Context, obj statusObject, mutate func()) error {
+	return patchStatus(ctx, j.client, obj, mutate)
+}
+
+// patchStatus applies mutate to obj's status and patches it, only when something changed
+// (most progress ticks change nothing while a copy waits on one large blob).
+func patchStatus[O client.Object](ctx context.Context, c client.Client, obj O, mutate func()) error {
+	before := obj.DeepCopyObject().(O)
+	mutate()
+	if equality.Semantic.DeepEqual(before, obj) {
+		return nil
+	}
+	err := c.Status().Patch(ctx, obj, client.MergeFrom(before))
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
