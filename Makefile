@@ -13,6 +13,8 @@ VERSITYGW_VERSION       ?= v1.8.0
 VELERO_VERSION          ?= v1.18.3
 VELERO_AWS_VERSION      ?= v1.14.3
 CRANE_VERSION           ?= v0.22.1
+ORAS_VERSION            ?= v1.3.6
+REGCTL_VERSION          ?= v0.11.7
 GOLANGCI_LINT_VERSION   ?= v2.15.0
 
 BIN          := $(CURDIR)/bin
@@ -23,6 +25,8 @@ ETCD         := $(ENVTEST_DIR)/etcd
 CONTROLLER_GEN := $(BIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 VERSITYGW    := $(BIN)/versitygw-$(VERSITYGW_VERSION)
 CRANE        := $(BIN)/crane-$(CRANE_VERSION)
+ORAS         := $(BIN)/oras-$(ORAS_VERSION)
+REGCTL       := $(BIN)/regctl-$(REGCTL_VERSION)
 GOLANGCI_LINT := $(BIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 VELERO       := $(BIN)/velero-$(VELERO_VERSION)
 VELERO_PLUGIN_AWS := $(BIN)/velero-plugin-for-aws-$(VELERO_AWS_VERSION)
@@ -130,9 +134,9 @@ e2e: $(STACK_DEPS) ## Run the end-to-end tests with a real velero server.
 ##@ Benchmarks
 
 .PHONY: bench
-bench: $(CRANE) debian-packages ## Measure backup and restore against crane and skopeo on a local registry; prints a table.
+bench: $(CRANE) $(ORAS) $(REGCTL) debian-packages ## Measure backup and restore against crane, skopeo, oras and regctl on a local registry, beside this machine's limits; prints a table.
 	go build -o $(BIN)/bench ./test/bench
-	$(BIN)/bench -crane $(CRANE) -skopeo skopeo
+	$(BIN)/bench -crane $(CRANE) -skopeo skopeo -oras $(ORAS) -regctl $(REGCTL)
 
 BENCH_SCALE_FLAGS ?=
 .PHONY: bench-scale
@@ -202,6 +206,12 @@ $(VELERO_PLUGIN_AWS):
 
 $(CRANE):
 	$(call tool-build,crane $(CRANE_VERSION),1 minute,$(call go-install-tool,github.com/google/go-containerregistry/cmd/crane@$(CRANE_VERSION)))
+
+$(ORAS):
+	$(call tool-build,oras $(ORAS_VERSION),1 minute,$(call go-install-tool,oras.land/oras/cmd/oras@$(ORAS_VERSION)))
+
+$(REGCTL):
+	$(call tool-build,regctl $(REGCTL_VERSION),1 minute,$(call go-install-tool,github.com/regclient/regclient/cmd/regctl@$(REGCTL_VERSION)))
 
 .PHONY: clean
 clean: ## Remove built binaries but keep the cached tools.

@@ -1,5 +1,6 @@
-// Command bench measures the copier and pusher against crane and skopeo on the same images in
-// one run, all against a distribution registry on 127.0.0.1, and prints a table. It is run by
+// Command bench measures the copier and pusher against crane, skopeo, oras and regctl on the
+// same images in one run, all against a distribution registry on 127.0.0.1, and prints a table
+// beside what this machine allows: its disk's write speed with fsync and sha256 on one core. It is run by
 // `make bench`; it is not a pass/fail test.
 //
 // Every tool runs as its own process so that wall time, CPU seconds and peak RSS are measured
@@ -50,21 +51,27 @@ func main() {
 	}
 	crane := flag.String("crane", "crane", "crane binary")
 	skopeo := flag.String("skopeo", "skopeo", "skopeo binary")
+	oras := flag.String("oras", "", "oras binary; its rows are left out when empty")
+	regctl := flag.String("regctl", "", "regctl binary; its rows are left out when empty")
 	jobs := flag.Int("jobs", 4, "blobs our copier moves at once")
 	rounds := flag.Int("rounds", 3, "times each measurement runs; the table shows the median")
 	scale := flag.Int64("layer-mib", 256, "size of each of the four large layers in scenario (a)")
 	flag.Parse()
-	if err := run(*crane, *skopeo, *jobs, *rounds, *scale<<20); err != nil {
+	if err := run(peerTools{crane: *crane, skopeo: *skopeo, oras: *oras, regctl: *regctl}, *jobs, *rounds, *scale<<20); err != nil {
 		log.Fatal(err)
 	}
 }
+
+// peerTools are the binaries of the other tools.
+type peerTools struct{ crane, skopeo, oras, regctl string }
 
 // scenario is a set of images in the source registry.
 type scenario struct {
 	name   string
 	refs   []name.Digest
-	blobs  int   // unique blobs, manifests and configs included
-	bytes  int64 // unique bytes
+	tags   []name.Tag // each image is tagged too: oras backs up tags only
+	blobs  int        // unique blobs, manifests and configs included
+	bytes  int64      // unique bytes
 	images []v1.Image
 }
 
@@ -77,7 +84,8 @@ type row struct {
 	bytes          int64
 }
 
-func run(crane, skopeo string, jobs, rounds int, bigLayer int64) error {
+func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
+	crane := tools.crane
 	env := newEnv()
 	defer env.cleanup()
 	src := peers.StartRegistry(env, false)
@@ -133,7 +141,11 @@ func run(crane, skopeo string, jobs, rounds int, bigLayer int64) error {
 			if err := remote.Write(ref, img, remote.WithJobs(8)); err != nil {
 				return fmt.Errorf("pushing %s: %w", ref, err)
 			}
-			s.refs = append(s.refs, ref)
+			tag := repo.Tag(fmt.Sprintf("img%d", j))
+			if err := remote.Tag(tag, img); err != nil {
+				return fmt.Errorf("tagging %s: %w", tag, err)
+			}
+			s.refs, s.tags = append(s.refs, ref), append(s.tags, tag)
 			count := func(h v1.Hash, size int64) {
 				if !seen[h] {
 					seen[h] = true
@@ -178,25 +190,7 @@ func run(crane, skopeo string, jobs, rounds int, bigLayer int64) error {
 		log.Printf("%-40s %-12s %8.2fs", label, tool, r.wall.Seconds())
 		return nil
 	}
-	type tool struct {
-		name string
-		cmd  func(s *scenario, dir string, i int) *exec.Cmd
-	}
-	backupTools := []tool{
-		{"ours", func(s *scenario, dir string, _ int) *exec.Cmd {
-			return exec.Command(self, append([]string{"copy", "-bucket", dir, "-jobs", fmt.Sprint(jobs)}, refs(s)...)...)
-		}},
-		{"crane pull", func(s *scenario, dir string, _ int) *exec.Cmd {
-			return exec.Command(crane, append(append([]string{"pull", "--format=oci"}, refs(s)...), dir)...)
-		}},
-		{"skopeo copy", func(s *scenario, dir string, _ int) *exec.Cmd {
-			var script strings.Builder
-			for j, r := range refs(s) {
-				fmt.Fprintf(&script, "%s copy -q --src-tls-verify=false docker://%s oci:%s:img%d || exit 1\n", skopeo, r, dir, j)
-			}
-			return exec.Command("sh", "-c", script.String())
-		}},
-	}
+	backupTools := newBackupTools(self, jobs, tools, src.Host, refs)
 	for round := range rounds {
 		for i, s := range scenarios {
 			for k := range backupTools {
@@ -224,6 +218,13 @@ func run(crane, skopeo string, jobs, rounds int, bigLayer int64) error {
 				return measure(a, "(e) restore of (a)", "crane push", r.Dir, exec.Command(crane, "push", filepath.Join(work, fmt.Sprintf("r%d-s0-crane", round)), r.Host+"/bench0/img0:latest"))
 			},
 		}
+		if tools.oras != "" {
+			restores = append(restores, func() error {
+				r := peers.StartRegistry(env, false)
+				return measure(a, "(e) restore of (a)", "oras restore", r.Dir, exec.Command("sh", "-c", fmt.Sprintf("%s restore --plain-http --no-tty --input %s %s/bench0/img0:img0 >/dev/null",
+					tools.oras, filepath.Join(work, fmt.Sprintf("r%d-s0-oras", round)), r.Host)))
+			})
+		}
 		for k := range restores {
 			if err := restores[(k+round)%len(restores)](); err != nil {
 				return err
@@ -237,14 +238,75 @@ func run(crane, skopeo string, jobs, rounds int, bigLayer int64) error {
 		rows = append(rows, rs[len(rs)/2])
 	}
 
+	lim, err := measureLimits(work)
+	if err != nil {
+		return err
+	}
+	return printTable(rows, lim)
+}
+
+// printTable prints the rows, each with its throughput as a share of the machine's limit.
+func printTable(rows []row, lim limits) error {
+	fmt.Printf("this machine: the bucket's disk writes %.0f MiB/s with fsync; sha256 hashes %.0f MiB/s on one core; a row's limit is the lower, %.0f MiB/s\n",
+		lim.disk, lim.sha256, lim.min())
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\ttool\tMiB/s\tblobs/s\tbytes written\tpeak RSS MiB\tCPU s\twall s\t")
+	fmt.Fprintln(tw, "scenario\ttool\tMiB/s\tof limit\tblobs/s\tbytes written\tpeak RSS MiB\tCPU s\twall s\t")
 	for _, r := range rows {
 		secs := r.wall.Seconds()
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%.0f\t%d\t%.1f\t%.2f\t%.2f\t\n", r.scenario, r.tool,
-			float64(r.bytes)/(1<<20)/secs, float64(r.blobs)/secs, r.written, float64(r.rss)/1024, r.cpu.Seconds(), secs)
+		mibs := float64(r.bytes) / (1 << 20) / secs
+		share := "-" // a re-backup writes nothing; no limit applies
+		if r.written > 0 {
+			share = fmt.Sprintf("%.0f%%", 100*mibs/lim.min())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%.0f\t%d\t%.1f\t%.2f\t%.2f\t\n", r.scenario, r.tool,
+			mibs, share, float64(r.blobs)/secs, r.written, float64(r.rss)/1024, r.cpu.Seconds(), secs)
 	}
 	return tw.Flush()
+}
+
+// tool is a way to back a scenario up into dir.
+type tool struct {
+	name string
+	cmd  func(s *scenario, dir string, i int) *exec.Cmd
+}
+
+// newBackupTools are ours (this binary, self) and the peers' backups, from the registry at
+// srcHost.
+func newBackupTools(self string, jobs int, tools peerTools, srcHost string, refs func(*scenario) []string) []tool {
+	backupTools := []tool{
+		{"ours", func(s *scenario, dir string, _ int) *exec.Cmd {
+			return exec.Command(self, append([]string{"copy", "-bucket", dir, "-jobs", fmt.Sprint(jobs)}, refs(s)...)...)
+		}},
+		{"crane pull", func(s *scenario, dir string, _ int) *exec.Cmd {
+			return exec.Command(tools.crane, append(append([]string{"pull", "--format=oci"}, refs(s)...), dir)...)
+		}},
+		{"skopeo copy", func(s *scenario, dir string, _ int) *exec.Cmd {
+			var script strings.Builder
+			for j, r := range refs(s) {
+				fmt.Fprintf(&script, "%s copy -q --src-tls-verify=false docker://%s oci:%s:img%d || exit 1\n", tools.skopeo, r, dir, j)
+			}
+			return exec.Command("sh", "-c", script.String())
+		}},
+	}
+	if tools.oras != "" {
+		backupTools = append(backupTools, tool{"oras backup", func(s *scenario, dir string, _ int) *exec.Cmd {
+			var script strings.Builder
+			for _, tag := range s.tags {
+				fmt.Fprintf(&script, "%s backup --plain-http --no-tty --output %s %s >/dev/null || exit 1\n", tools.oras, dir, tag)
+			}
+			return exec.Command("sh", "-c", script.String())
+		}})
+	}
+	if tools.regctl != "" {
+		backupTools = append(backupTools, tool{"regctl copy", func(s *scenario, dir string, _ int) *exec.Cmd {
+			var script strings.Builder
+			for j, r := range s.refs {
+				fmt.Fprintf(&script, "%s --host reg=%s,tls=disabled image copy %s ocidir://%s:img%d >/dev/null || exit 1\n", tools.regctl, srcHost, r, dir, j)
+			}
+			return exec.Command("sh", "-c", script.String())
+		}})
+	}
+	return backupTools
 }
 
 // runMeasured runs cmd under this binary's measure subcommand and reads its resource use.

@@ -22,7 +22,7 @@ var needs = map[string][]string{
 	"e2e":         stackTools,
 	"bench-scale": stackTools,
 	"test":        append([]string{"golangci-lint-", "controller-gen-"}, stackTools...),
-	"bench":       {"crane-"},
+	"bench":       {"crane-", "oras-", "regctl-"},
 	"manifests":   {"controller-gen-"},
 }
 
