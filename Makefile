@@ -134,7 +134,7 @@ e2e: $(STACK_DEPS) ## Run the end-to-end tests with a real velero server.
 ##@ Benchmarks
 
 .PHONY: bench
-bench: $(CRANE) $(ORAS) $(REGCTL) debian-packages ## Measure backup and restore against crane, skopeo, oras and regctl on a local registry, beside this machine's limits; prints a table.
+bench: $(CRANE) $(ORAS) $(REGCTL) $(VERSITYGW) debian-packages ## Measure backup and restore against crane, skopeo, oras and regctl on a local registry, to a file bucket and to S3 (versitygw), beside this machine's limits; prints a table.
 	go build -o $(BIN)/bench ./test/bench
 	$(BIN)/bench -crane $(CRANE) -skopeo skopeo -oras $(ORAS) -regctl $(REGCTL)
 

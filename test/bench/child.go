@@ -15,23 +15,45 @@ import (
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 )
 
-func openStore(ctx context.Context, dir string) *imagestore.Store {
-	b, err := bucket.Open(ctx, bucket.Config{Provider: "file", Bucket: dir})
+// storeFlags say where the child's store is: a file bucket directory, or a bucket of the S3
+// server at -s3 with the credentials file -s3-credentials, under -prefix.
+type storeFlags struct{ bucket, s3, credentials, prefix *string }
+
+func addStoreFlags(fs *flag.FlagSet) storeFlags {
+	return storeFlags{
+		bucket:      fs.String("bucket", "", "file bucket directory, or the S3 bucket's name with -s3"),
+		s3:          fs.String("s3", "", "S3 endpoint URL; a file bucket when empty"),
+		credentials: fs.String("s3-credentials", "", "AWS shared credentials file for -s3"),
+		prefix:      fs.String("prefix", "", "prefix of the store in the bucket"),
+	}
+}
+
+func (f storeFlags) open(ctx context.Context) *imagestore.Store {
+	cfg := bucket.Config{Provider: "file", Bucket: *f.bucket}
+	if *f.s3 != "" {
+		creds, err := os.ReadFile(*f.credentials)
+		if err != nil {
+			log.Fatal(err)
+		}
+		cfg = bucket.Config{Provider: "aws", Bucket: *f.bucket, Credentials: creds,
+			Config: map[string]string{"region": "us-east-1", "s3Url": *f.s3, "s3ForcePathStyle": "true"}}
+	}
+	b, err := bucket.Open(ctx, cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	return imagestore.New(b, "")
+	return imagestore.New(b, *f.prefix)
 }
 
-// runCopy backs the references up into a file bucket the way the worker does: images copied
+// runCopy backs the references up into a bucket the way the worker does: images copied
 // concurrently, blobs sharing one Jobs limit, the index written last.
 func runCopy(args []string) {
-	fs := flag.NewFlagSet("copy", flag.ExitOnError)
-	dir := fs.String("bucket", "", "file bucket directory")
+	fs := flag.NewFlagSet(cmdCopy, flag.ExitOnError)
+	where := addStoreFlags(fs)
 	jobs := fs.Int("jobs", copier.DefaultJobs, "blobs at once")
 	_ = fs.Parse(args)
 	ctx := context.Background()
-	store := openStore(ctx, *dir)
+	store := where.open(ctx)
 	defer store.Close()
 	c, err := copier.New(store, copier.Options{Jobs: *jobs})
 	if err != nil {
@@ -63,13 +85,13 @@ func runCopy(args []string) {
 
 // runRestore pushes every image of the bench backup into a registry.
 func runRestore(args []string) {
-	fs := flag.NewFlagSet("restore", flag.ExitOnError)
-	dir := fs.String("bucket", "", "file bucket directory")
+	fs := flag.NewFlagSet(cmdRestore, flag.ExitOnError)
+	where := addStoreFlags(fs)
 	registry := fs.String("registry", "", "registry host:port")
 	jobs := fs.Int("jobs", copier.DefaultJobs, "blobs at once")
 	_ = fs.Parse(args)
 	ctx := context.Background()
-	store := openStore(ctx, *dir)
+	store := where.open(ctx)
 	defer store.Close()
 	entries, err := store.ReadIndex(ctx, "bench")
 	if err != nil {

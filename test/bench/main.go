@@ -34,14 +34,27 @@ import (
 	"github.com/openshift/oadp-imagestreams-backup/test/peers"
 )
 
+// The child commands: this binary's own backup and restore, run as processes of their own.
+const (
+	cmdCopy    = "copy"
+	cmdRestore = "restore"
+)
+
+// jobsFlag is the child's flag for n blobs at once.
+func jobsFlag(n int) []string { return []string{"-jobs", fmt.Sprint(n)} }
+
+// bucketFlag is the child's flag for its bucket: a file bucket's directory, or with -s3 an S3
+// bucket's name.
+func bucketFlag(b string) []string { return []string{"-bucket", b} }
+
 func main() {
 	log.SetFlags(0)
 	if len(os.Args) > 1 {
 		switch os.Args[1] {
-		case "copy":
+		case cmdCopy:
 			runCopy(os.Args[2:])
 			return
-		case "restore":
+		case cmdRestore:
 			runRestore(os.Args[2:])
 			return
 		case "measure":
@@ -82,6 +95,31 @@ type row struct {
 	written        int64
 	blobs          int
 	bytes          int64
+	requests       int64 // to the S3 server, for rows that write to it
+}
+
+// recorder keeps every measurement, by scenario and tool in the order first seen.
+type recorder struct {
+	results map[[2]string][]row
+	order   [][2]string
+}
+
+// measure runs cmd for tool on scenario s under label and records its figures; dir is where
+// it writes. It returns the row it recorded.
+func (rec *recorder) measure(s *scenario, label, tool, dir string, cmd *exec.Cmd) (*row, error) {
+	before := dirSize(dir)
+	r, err := runMeasured(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", label, tool, err)
+	}
+	r.scenario, r.tool, r.written, r.blobs, r.bytes = label, tool, dirSize(dir)-before, s.blobs, s.bytes
+	key := [2]string{label, tool}
+	if rec.results[key] == nil {
+		rec.order = append(rec.order, key)
+	}
+	rec.results[key] = append(rec.results[key], r)
+	log.Printf("%-40s %-12s %8.2fs", label, tool, r.wall.Seconds())
+	return &rec.results[key][len(rec.results[key])-1], nil
 }
 
 func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
@@ -173,22 +211,10 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
 	// Figures on a 2-core machine wander by 20% from run to run (disk flushes, the registry's
 	// own hashing), so every measurement runs `rounds` times, tools taking turns going first,
 	// and the table shows each one's median by wall time.
-	results := map[[2]string][]row{}
-	var order [][2]string
+	rec := &recorder{results: map[[2]string][]row{}}
 	measure := func(s *scenario, label, tool, dir string, cmd *exec.Cmd) error {
-		before := dirSize(dir)
-		r, err := runMeasured(cmd)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", label, tool, err)
-		}
-		r.scenario, r.tool, r.written, r.blobs, r.bytes = label, tool, dirSize(dir)-before, s.blobs, s.bytes
-		key := [2]string{label, tool}
-		if results[key] == nil {
-			order = append(order, key)
-		}
-		results[key] = append(results[key], r)
-		log.Printf("%-40s %-12s %8.2fs", label, tool, r.wall.Seconds())
-		return nil
+		_, err := rec.measure(s, label, tool, dir, cmd)
+		return err
 	}
 	backupTools := newBackupTools(self, jobs, tools, src.Host, refs)
 	for round := range rounds {
@@ -211,7 +237,7 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
 		restores := []func() error{
 			func() error {
 				r := peers.StartRegistry(env, false)
-				return measure(a, "(e) restore of (a)", "ours", r.Dir, exec.Command(self, "restore", "-bucket", filepath.Join(work, fmt.Sprintf("r%d-s0-ours", round)), "-registry", r.Host, "-jobs", fmt.Sprint(jobs)))
+				return measure(a, "(e) restore of (a)", "ours", r.Dir, exec.Command(self, append(append([]string{cmdRestore, "-registry", r.Host}, bucketFlag(filepath.Join(work, fmt.Sprintf("r%d-s0-ours", round)))...), jobsFlag(jobs)...)...))
 			},
 			func() error {
 				r := peers.StartRegistry(env, false)
@@ -231,9 +257,16 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
 			}
 		}
 	}
+	s3, err := startS3(env)
+	if err != nil {
+		return err
+	}
+	if err := benchS3(rec, s3Run{s3: s3, scenarios: scenarios, self: self, jobs: jobs, rounds: rounds, refs: refs, env: env}); err != nil {
+		return err
+	}
 	var rows []row
-	for _, key := range order {
-		rs := results[key]
+	for _, key := range rec.order {
+		rs := rec.results[key]
 		sort.Slice(rs, func(i, j int) bool { return rs[i].wall < rs[j].wall })
 		rows = append(rows, rs[len(rs)/2])
 	}
@@ -250,7 +283,7 @@ func printTable(rows []row, lim limits) error {
 	fmt.Printf("this machine: the bucket's disk writes %.0f MiB/s with fsync; sha256 hashes %.0f MiB/s on one core; a row's limit is the lower, %.0f MiB/s\n",
 		lim.disk, lim.sha256, lim.min())
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\ttool\tMiB/s\tof limit\tblobs/s\tbytes written\tpeak RSS MiB\tCPU s\twall s\t")
+	fmt.Fprintln(tw, "scenario\ttool\tMiB/s\tof limit\tblobs/s\tbytes written\tS3 requests\tper blob\tpeak RSS MiB\tCPU s\twall s\t")
 	for _, r := range rows {
 		secs := r.wall.Seconds()
 		mibs := float64(r.bytes) / (1 << 20) / secs
@@ -258,8 +291,12 @@ func printTable(rows []row, lim limits) error {
 		if r.written > 0 {
 			share = fmt.Sprintf("%.0f%%", 100*mibs/lim.min())
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%.0f\t%d\t%.1f\t%.2f\t%.2f\t\n", r.scenario, r.tool,
-			mibs, share, float64(r.blobs)/secs, r.written, float64(r.rss)/1024, r.cpu.Seconds(), secs)
+		requests, perBlob := "-", "-"
+		if r.requests > 0 {
+			requests, perBlob = fmt.Sprint(r.requests), fmt.Sprintf("%.2f", float64(r.requests)/float64(r.blobs))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%.0f\t%d\t%s\t%s\t%.1f\t%.2f\t%.2f\t\n", r.scenario, r.tool,
+			mibs, share, float64(r.blobs)/secs, r.written, requests, perBlob, float64(r.rss)/1024, r.cpu.Seconds(), secs)
 	}
 	return tw.Flush()
 }
@@ -275,7 +312,7 @@ type tool struct {
 func newBackupTools(self string, jobs int, tools peerTools, srcHost string, refs func(*scenario) []string) []tool {
 	backupTools := []tool{
 		{"ours", func(s *scenario, dir string, _ int) *exec.Cmd {
-			return exec.Command(self, append([]string{"copy", "-bucket", dir, "-jobs", fmt.Sprint(jobs)}, refs(s)...)...)
+			return exec.Command(self, append(append(append([]string{cmdCopy}, bucketFlag(dir)...), jobsFlag(jobs)...), refs(s)...)...)
 		}},
 		{"crane pull", func(s *scenario, dir string, _ int) *exec.Cmd {
 			return exec.Command(tools.crane, append(append([]string{"pull", "--format=oci"}, refs(s)...), dir)...)

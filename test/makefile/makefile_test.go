@@ -22,7 +22,7 @@ var needs = map[string][]string{
 	"e2e":         stackTools,
 	"bench-scale": stackTools,
 	"test":        append([]string{"golangci-lint-", "controller-gen-"}, stackTools...),
-	"bench":       {"crane-", "oras-", "regctl-"},
+	"bench":       {"crane-", "oras-", "regctl-", "versitygw-"},
 	"manifests":   {"controller-gen-"},
 }
 
