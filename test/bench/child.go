@@ -6,6 +6,7 @@ import (
 	"flag"
 	"log"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -17,7 +18,7 @@ import (
 
 // storeFlags say where the child's store is: a file bucket directory, or a bucket of the S3
 // server at -s3 with the credentials file -s3-credentials, under -prefix.
-type storeFlags struct{ bucket, s3, credentials, prefix *string }
+type storeFlags struct{ bucket, s3, credentials, prefix, cpuProfile *string }
 
 func addStoreFlags(fs *flag.FlagSet) storeFlags {
 	return storeFlags{
@@ -25,7 +26,23 @@ func addStoreFlags(fs *flag.FlagSet) storeFlags {
 		s3:          fs.String("s3", "", "S3 endpoint URL; a file bucket when empty"),
 		credentials: fs.String("s3-credentials", "", "AWS shared credentials file for -s3"),
 		prefix:      fs.String("prefix", "", "prefix of the store in the bucket"),
+		cpuProfile:  fs.String("cpuprofile", "", "write a CPU profile of the run to this file"),
 	}
+}
+
+// profile starts the CPU profile -cpuprofile asks for; stop ends it.
+func (f storeFlags) profile() (stop func()) {
+	if *f.cpuProfile == "" {
+		return func() {}
+	}
+	out, err := os.Create(*f.cpuProfile)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		log.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = out.Close() }
 }
 
 func (f storeFlags) open(ctx context.Context) *imagestore.Store {
@@ -52,6 +69,7 @@ func runCopy(args []string) {
 	where := addStoreFlags(fs)
 	jobs := fs.Int("jobs", copier.DefaultJobs, "blobs at once")
 	_ = fs.Parse(args)
+	defer where.profile()()
 	ctx := context.Background()
 	store := where.open(ctx)
 	defer store.Close()
@@ -90,6 +108,7 @@ func runRestore(args []string) {
 	registry := fs.String("registry", "", "registry host:port")
 	jobs := fs.Int("jobs", copier.DefaultJobs, "blobs at once")
 	_ = fs.Parse(args)
+	defer where.profile()()
 	ctx := context.Background()
 	store := where.open(ctx)
 	defer store.Close()

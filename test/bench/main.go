@@ -69,14 +69,23 @@ func main() {
 	jobs := flag.Int("jobs", 4, "blobs our copier moves at once")
 	rounds := flag.Int("rounds", 3, "times each measurement runs; the table shows the median")
 	scale := flag.Int64("layer-mib", 256, "size of each of the four large layers in scenario (a)")
+	profiles := flag.String("profile", "", "directory for CPU profiles of our restores of (a), one a round (go tool pprof)")
 	flag.Parse()
-	if err := run(peerTools{crane: *crane, skopeo: *skopeo, oras: *oras, regctl: *regctl}, *jobs, *rounds, *scale<<20); err != nil {
+	if err := run(peerTools{crane: *crane, skopeo: *skopeo, oras: *oras, regctl: *regctl, profiles: *profiles}, *jobs, *rounds, *scale<<20); err != nil {
 		log.Fatal(err)
 	}
 }
 
-// peerTools are the binaries of the other tools.
-type peerTools struct{ crane, skopeo, oras, regctl string }
+// peerTools are the binaries of the other tools, and where our profiles go.
+type peerTools struct{ crane, skopeo, oras, regctl, profiles string }
+
+// profileFlag is the flag that has our restore in round write its CPU profile, if asked.
+func (t peerTools) profileFlag(round int) []string {
+	if t.profiles == "" {
+		return nil
+	}
+	return []string{"-cpuprofile", filepath.Join(t.profiles, fmt.Sprintf("restore-r%d.pprof", round))}
+}
 
 // scenario is a set of images in the source registry.
 type scenario struct {
@@ -237,7 +246,7 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
 		restores := []func() error{
 			func() error {
 				r := peers.StartRegistry(env, false)
-				return measure(a, "(e) restore of (a)", "ours", r.Dir, exec.Command(self, append(append([]string{cmdRestore, "-registry", r.Host}, bucketFlag(filepath.Join(work, fmt.Sprintf("r%d-s0-ours", round)))...), jobsFlag(jobs)...)...))
+				return measure(a, "(e) restore of (a)", "ours", r.Dir, exec.Command(self, append(append(append([]string{cmdRestore, "-registry", r.Host}, bucketFlag(filepath.Join(work, fmt.Sprintf("r%d-s0-ours", round)))...), jobsFlag(jobs)...), tools.profileFlag(round)...)...))
 			},
 			func() error {
 				r := peers.StartRegistry(env, false)
