@@ -69,7 +69,7 @@ func main() {
 	jobs := flag.Int("jobs", 4, "blobs our copier moves at once")
 	rounds := flag.Int("rounds", 3, "times each measurement runs; the table shows the median")
 	scale := flag.Int64("layer-mib", 256, "size of each of the four large layers in scenario (a)")
-	profiles := flag.String("profile", "", "directory for CPU profiles of our restores of (a), one a round (go tool pprof)")
+	profiles := flag.String("profile", "", "directory for CPU profiles of our restores, one a scenario and round (go tool pprof)")
 	flag.Parse()
 	if err := run(peerTools{crane: *crane, skopeo: *skopeo, oras: *oras, regctl: *regctl, profiles: *profiles}, *jobs, *rounds, *scale<<20); err != nil {
 		log.Fatal(err)
@@ -79,12 +79,13 @@ func main() {
 // peerTools are the binaries of the other tools, and where our profiles go.
 type peerTools struct{ crane, skopeo, oras, regctl, profiles string }
 
-// profileFlag is the flag that has our restore in round write its CPU profile, if asked.
-func (t peerTools) profileFlag(round int) []string {
+// profileFlag is the flag that has our restore of scenario i in round write its CPU profile,
+// if asked.
+func (t peerTools) profileFlag(round, i int) []string {
 	if t.profiles == "" {
 		return nil
 	}
-	return []string{"-cpuprofile", filepath.Join(t.profiles, fmt.Sprintf("restore-r%d.pprof", round))}
+	return []string{"-cpuprofile", filepath.Join(t.profiles, fmt.Sprintf("restore-r%d-s%d.pprof", round, i))}
 }
 
 // scenario is a set of images in the source registry.
@@ -132,7 +133,6 @@ func (rec *recorder) measure(s *scenario, label, tool, dir string, cmd *exec.Cmd
 }
 
 func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
-	crane := tools.crane
 	env := newEnv()
 	defer env.cleanup()
 	src := peers.StartRegistry(env, false)
@@ -241,29 +241,8 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
 				}
 			}
 		}
-		// (e) restore of (a) into empty registries.
-		a := scenarios[0]
-		restores := []func() error{
-			func() error {
-				r := peers.StartRegistry(env, false)
-				return measure(a, "(e) restore of (a)", "ours", r.Dir, exec.Command(self, append(append(append([]string{cmdRestore, "-registry", r.Host}, bucketFlag(filepath.Join(work, fmt.Sprintf("r%d-s0-ours", round)))...), jobsFlag(jobs)...), tools.profileFlag(round)...)...))
-			},
-			func() error {
-				r := peers.StartRegistry(env, false)
-				return measure(a, "(e) restore of (a)", "crane push", r.Dir, exec.Command(crane, "push", filepath.Join(work, fmt.Sprintf("r%d-s0-crane", round)), r.Host+"/bench0/img0:latest"))
-			},
-		}
-		if tools.oras != "" {
-			restores = append(restores, func() error {
-				r := peers.StartRegistry(env, false)
-				return measure(a, "(e) restore of (a)", "oras restore", r.Dir, exec.Command("sh", "-c", fmt.Sprintf("%s restore --plain-http --no-tty --input %s %s/bench0/img0:img0 >/dev/null",
-					tools.oras, filepath.Join(work, fmt.Sprintf("r%d-s0-oras", round)), r.Host)))
-			})
-		}
-		for k := range restores {
-			if err := restores[(k+round)%len(restores)](); err != nil {
-				return err
-			}
+		if err := benchRestores(rec, restoreRun{tools: tools, scenarios: scenarios, self: self, work: work, jobs: jobs, round: round, env: env}); err != nil {
+			return err
 		}
 	}
 	s3, err := startS3(env)
@@ -353,6 +332,61 @@ func newBackupTools(self string, jobs int, tools peerTools, srcHost string, refs
 		}})
 	}
 	return backupTools
+}
+
+// restoreRun is what benchRestores measures in one round.
+type restoreRun struct {
+	tools       peerTools
+	scenarios   []*scenario
+	self, work  string
+	jobs, round int
+	env         *env
+}
+
+// restoreLabels name the restore of each scenario.
+var restoreLabels = []string{"(e) restore of (a)", "(f) restore of (b)", "(g) restore of (c)"}
+
+// benchRestores restores every scenario, as each tool backed it up in the round, into empty
+// registries: ours pushes each image into a repository of its own, as the worker does; crane
+// push and oras restore push the images of their layout into one repository (crane as one
+// index when there are several).
+func benchRestores(rec *recorder, run restoreRun) error {
+	for i, s := range run.scenarios {
+		layout := func(tool string) string {
+			return filepath.Join(run.work, fmt.Sprintf("r%d-s%d-%s", run.round, i, tool))
+		}
+		restores := []func(host string) (string, *exec.Cmd){
+			func(host string) (string, *exec.Cmd) {
+				args := append(append([]string{cmdRestore, "-registry", host}, bucketFlag(layout("ours"))...), jobsFlag(run.jobs)...)
+				return "ours", exec.Command(run.self, append(args, run.tools.profileFlag(run.round, i)...)...)
+			},
+			func(host string) (string, *exec.Cmd) {
+				args := []string{"push"}
+				if len(s.refs) > 1 {
+					args = append(args, "--index")
+				}
+				return "crane push", exec.Command(run.tools.crane, append(args, layout("crane"), fmt.Sprintf("%s/bench%d/img0:latest", host, i))...)
+			},
+		}
+		if run.tools.oras != "" {
+			restores = append(restores, func(host string) (string, *exec.Cmd) {
+				tags := make([]string, len(s.tags))
+				for j, t := range s.tags {
+					tags[j] = t.TagStr()
+				}
+				return "oras restore", exec.Command("sh", "-c", fmt.Sprintf("%s restore --plain-http --no-tty --input %s %s/bench%d/all:%s >/dev/null",
+					run.tools.oras, layout("oras"), host, i, strings.Join(tags, ",")))
+			})
+		}
+		for k := range restores {
+			r := peers.StartRegistry(run.env, false)
+			tool, cmd := restores[(k+run.round)%len(restores)](r.Host)
+			if _, err := rec.measure(s, restoreLabels[i], tool, r.Dir, cmd); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // runMeasured runs cmd under this binary's measure subcommand and reads its resource use.
