@@ -29,6 +29,8 @@ type Pusher struct {
 
 	mu     sync.Mutex
 	pushed map[v1.Hash]name.Repository // blob -> a repository of this registry that has it
+	// sending are the layers a push of this Pusher is sending; closed when it has ended.
+	sending map[v1.Hash]chan struct{}
 }
 
 // NewPusher returns a Pusher from store.
@@ -46,7 +48,8 @@ func NewPusher(ctx context.Context, store *imagestore.Store, opts Options) (*Pus
 	if slots == nil {
 		slots = make(chan struct{}, opts.jobs())
 	}
-	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), slots: slots, pushed: map[v1.Hash]name.Repository{}}, nil
+	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), slots: slots,
+		pushed: map[v1.Hash]name.Repository{}, sending: map[v1.Hash]chan struct{}{}}, nil
 }
 
 // Stats returns the counts so far; BytesUploaded counts the bytes sent, BytesSkipped those the
@@ -151,6 +154,24 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 			}
 			return img, nil
 		}
+		// Images pushed at once often share layers (a base image): a layer another push is
+		// sending is waited for and then mounted, not sent twice.
+		layers, err := img.Layers()
+		if err != nil {
+			return nil, err
+		}
+		mine, others, err := p.claim(layers)
+		defer p.release(mine)
+		if err != nil {
+			return nil, err
+		}
+		for _, sent := range others {
+			select {
+			case <-sent:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		wrapped, err := p.mountable(ctx, img, repo)
 		if err != nil {
 			return nil, err
@@ -163,6 +184,41 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 		return img, nil
 	default:
 		return nil, fmt.Errorf("%s: unsupported media type %q", ref, desc.MediaType)
+	}
+}
+
+// claim marks the layers that no push of this Pusher has sent or is sending as sent by the
+// caller (mine, for release), and returns the sends of other pushes to wait for. One call
+// claims all at once, so a push only waits for pushes that claimed before it: no two pushes
+// wait for each other.
+func (p *Pusher) claim(layers []v1.Layer) (mine []v1.Hash, others []chan struct{}, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range layers {
+		h, err := l.Digest()
+		if err != nil {
+			return mine, nil, err
+		}
+		if _, ok := p.pushed[h]; ok || slices.Contains(mine, h) {
+			continue
+		}
+		if sent, ok := p.sending[h]; ok {
+			others = append(others, sent)
+			continue
+		}
+		p.sending[h] = make(chan struct{})
+		mine = append(mine, h)
+	}
+	return mine, others, nil
+}
+
+// release ends the caller's claims: pushes waiting for them go on, and mount what was sent.
+func (p *Pusher) release(mine []v1.Hash) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, h := range mine {
+		close(p.sending[h])
+		delete(p.sending, h)
 	}
 }
 

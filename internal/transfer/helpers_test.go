@@ -14,8 +14,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"gocloud.dev/blob/memblob"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
@@ -55,6 +58,31 @@ func (r *testRegistry) push(t *testing.T, ns, is string, layers int) oadpv1alpha
 func (r *testRegistry) pushSized(t *testing.T, ns, is string, size int64, layers int) oadpv1alpha1.DockerImageReference {
 	t.Helper()
 	img, err := random.Image(size, int64(layers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewDigest(r.host()+"/"+ns+"/"+is+"@"+d.String(), name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return oadpv1alpha1.DockerImageReference{DockerImageReference: ref.String(), Tags: []string{"latest"}}
+}
+
+// pushWith writes an image of layer and a small layer of its own to ns/is.
+func (r *testRegistry) pushWith(t *testing.T, ns, is string, layer v1.Layer) oadpv1alpha1.DockerImageReference {
+	t.Helper()
+	own, err := random.Layer(2048, types.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer, own)
 	if err != nil {
 		t.Fatal(err)
 	}

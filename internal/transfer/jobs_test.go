@@ -3,12 +3,15 @@ package transfer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	ggcrtypes "github.com/google/go-containerregistry/pkg/v1/types"
 	"gocloud.dev/blob/fileblob"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -288,4 +291,48 @@ func fileStore(t *testing.T, dir string) *imagestore.Store {
 	s := imagestore.New(b, "")
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// Imagestreams restored at once whose images share a layer (a base image) send it once: the
+// others mount it once it is there.
+func TestARestoreSendsALayerItsImageStreamsShareOnce(t *testing.T) {
+	var sends atomic.Int64
+	reg := newRegistry(t, nil)
+	base, err := random.Layer(1<<20, ggcrtypes.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newStore(t)
+	var streams []oadpv1alpha1.ImageStream
+	for i := range 4 {
+		name := fmt.Sprintf("web%d", i)
+		streams = append(streams, oadpv1alpha1.ImageStream{Name: name, Namespace: "app",
+			DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.pushWith(t, "app", name, base)}})
+	}
+	opts := copier.Options{Insecure: true, Jobs: 4}
+	backup, err := NewBackup(store, BackupSpec{Name: "b", Writer: "uid", ImageStreams: streams, Host: reg.host(), Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := backup.Run(context.Background(), func(int64, string) {}); res.Outcome != Completed {
+		t.Fatalf("backup ended %v: %s", res.Outcome, res.Message)
+	}
+	stored, err := store.ReadBackup(context.Background(), "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := newRegistry(t, func(_ http.ResponseWriter, r *http.Request) bool {
+		if (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.URL.Path, "/blobs/uploads/") && r.ContentLength >= 1<<20 {
+			sends.Add(1)
+			time.Sleep(20 * time.Millisecond) // the other pushes are under way meanwhile
+		}
+		return false
+	})
+	restore := NewRestore(store, RestoreSpec{Backup: stored, Restore: &oadpv1alpha1.ImageStreamsRestoreSpec{}, Host: target.host(), Options: opts})
+	if res := run(t, restore); res.Outcome != Completed {
+		t.Fatalf("restore ended %v: %s", res.Outcome, res.Message)
+	}
+	if got := sends.Load(); got != 1 {
+		t.Errorf("the shared layer was sent %d times", got)
+	}
 }

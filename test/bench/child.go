@@ -11,9 +11,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
+	"github.com/openshift/oadp-imagestreams-backup/internal/transfer"
 )
 
 // storeFlags say where the child's store is: a file bucket directory, or a bucket of the S3
@@ -101,7 +103,8 @@ func runCopy(args []string) {
 	_ = json.NewEncoder(os.Stdout).Encode(c.Stats())
 }
 
-// runRestore pushes every image of the bench backup into a registry.
+// runRestore pushes every image of the bench backup into a registry with the worker's restore
+// job: imagestreams in parallel, Jobs at once, each image of one in order.
 func runRestore(args []string) {
 	fs := flag.NewFlagSet(cmdRestore, flag.ExitOnError)
 	where := addStoreFlags(fs)
@@ -111,23 +114,16 @@ func runRestore(args []string) {
 	defer where.profile()()
 	ctx := context.Background()
 	store := where.open(ctx)
-	defer store.Close()
-	entries, err := store.ReadIndex(ctx, "bench")
+	backup, err := store.ReadBackup(ctx, "bench")
 	if err != nil {
 		log.Fatal(err)
 	}
-	p, err := copier.NewPusher(ctx, store, copier.Options{Jobs: *jobs})
-	if err != nil {
-		log.Fatal(err)
+	job := transfer.NewRestore(store, transfer.RestoreSpec{Backup: backup, Restore: &oadpv1alpha1.ImageStreamsRestoreSpec{}, Host: *registry,
+		Options: copier.Options{Jobs: *jobs}})
+	defer job.Close()
+	res := job.Run(ctx, func(int64, string) {})
+	if res.Outcome != transfer.Completed {
+		log.Fatalf("restore %v: %s %v", res.Outcome, res.Message, res.Failures)
 	}
-	for _, e := range entries {
-		repo, err := p.Repository(*registry + "/" + e.Namespace + "/" + e.ImageStream)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := p.Push(ctx, e.Descriptor, repo, e.Tags); err != nil {
-			log.Fatal(err)
-		}
-	}
-	_ = json.NewEncoder(os.Stdout).Encode(p.Stats())
+	_ = json.NewEncoder(os.Stdout).Encode(res.Progress)
 }
