@@ -61,18 +61,7 @@ func (r *testRegistry) pushSized(t *testing.T, ns, is string, size int64, layers
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := img.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref, err := name.NewDigest(r.host()+"/"+ns+"/"+is+"@"+d.String(), name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(ref, img); err != nil {
-		t.Fatal(err)
-	}
-	return oadpv1alpha1.DockerImageReference{DockerImageReference: ref.String(), Tags: []string{"latest"}}
+	return r.write(t, ns, is, img)
 }
 
 // pushWith writes an image of layer and a small layer of its own to ns/is.
@@ -86,6 +75,12 @@ func (r *testRegistry) pushWith(t *testing.T, ns, is string, layer v1.Layer) oad
 	if err != nil {
 		t.Fatal(err)
 	}
+	return r.write(t, ns, is, img)
+}
+
+// write pushes img to ns/is by digest and returns its reference, tagged latest.
+func (r *testRegistry) write(t *testing.T, ns, is string, img v1.Image) oadpv1alpha1.DockerImageReference {
+	t.Helper()
 	d, err := img.Digest()
 	if err != nil {
 		t.Fatal(err)

@@ -142,17 +142,7 @@ func TestARestoreSendsNoMoreLayersThanTheSharedSlots(t *testing.T) {
 	is := oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.pushSized(t, "app", "web", 16<<20, 4)}}
 	slots := make(chan struct{}, 1)
 	opts := copier.Options{Insecure: true, Slots: slots}
-	backup, err := NewBackup(store, BackupSpec{Name: "b", Writer: "uid", ImageStreams: []oadpv1alpha1.ImageStream{is}, Host: reg.host(), Options: opts})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res := backup.Run(context.Background(), func(int64, string) {}); res.Outcome != Completed {
-		t.Fatalf("backup ended %v: %s", res.Outcome, res.Message)
-	}
-	stored, err := store.ReadBackup(context.Background(), "b")
-	if err != nil {
-		t.Fatal(err)
-	}
+	stored := backedUp(t, store, reg, []oadpv1alpha1.ImageStream{is}, opts)
 	target := newRegistry(t, reg.hook)
 	uploads.max.Store(0)
 	restore := NewRestore(store, RestoreSpec{Backup: stored, Restore: &oadpv1alpha1.ImageStreamsRestoreSpec{}, Host: target.host(), Options: opts})
@@ -310,17 +300,7 @@ func TestARestoreSendsALayerItsImageStreamsShareOnce(t *testing.T) {
 			DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.pushWith(t, "app", name, base)}})
 	}
 	opts := copier.Options{Insecure: true, Jobs: 4}
-	backup, err := NewBackup(store, BackupSpec{Name: "b", Writer: "uid", ImageStreams: streams, Host: reg.host(), Options: opts})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res := backup.Run(context.Background(), func(int64, string) {}); res.Outcome != Completed {
-		t.Fatalf("backup ended %v: %s", res.Outcome, res.Message)
-	}
-	stored, err := store.ReadBackup(context.Background(), "b")
-	if err != nil {
-		t.Fatal(err)
-	}
+	stored := backedUp(t, store, reg, streams, opts)
 	target := newRegistry(t, func(_ http.ResponseWriter, r *http.Request) bool {
 		if (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.URL.Path, "/blobs/uploads/") && r.ContentLength >= 1<<20 {
 			sends.Add(1)
@@ -335,4 +315,21 @@ func TestARestoreSendsALayerItsImageStreamsShareOnce(t *testing.T) {
 	if got := sends.Load(); got != 1 {
 		t.Errorf("the shared layer was sent %d times", got)
 	}
+}
+
+// backedUp backs streams up from reg into store, as backup "b", and returns it as stored.
+func backedUp(t *testing.T, store *imagestore.Store, reg *testRegistry, streams []oadpv1alpha1.ImageStream, opts copier.Options) *imagestore.Backup {
+	t.Helper()
+	backup, err := NewBackup(store, BackupSpec{Name: "b", Writer: "uid", ImageStreams: streams, Host: reg.host(), Options: opts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := backup.Run(context.Background(), func(int64, string) {}); res.Outcome != Completed {
+		t.Fatalf("backup ended %v: %s", res.Outcome, res.Message)
+	}
+	stored, err := store.ReadBackup(context.Background(), "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stored
 }
