@@ -50,24 +50,26 @@ func (j *jobs) source() source.Source {
 // wakeUp has key reconciled again. A full channel drops the request; those who ask again
 // later (a deletion's periodic requeue) make up for it.
 func (j *jobs) wakeUp(key types.NamespacedName) {
+	select {
+	case j.wake <- j.event(key):
+	default:
+	}
+}
+
+// event is the wake-up of the resource named key.
+func (j *jobs) event(key types.NamespacedName) event.GenericEvent {
 	obj := j.newObject()
 	obj.SetNamespace(key.Namespace)
 	obj.SetName(key.Name)
-	select {
-	case j.wake <- event.GenericEvent{Object: obj}:
-	default:
-	}
+	return event.GenericEvent{Object: obj}
 }
 
 // wakeUpAfter has key reconciled again after d. Unlike wakeUp it waits for room in the
 // channel, for up to a minute: nothing else asks again for a resource a job stopped.
 func (j *jobs) wakeUpAfter(key types.NamespacedName, d time.Duration) {
-	obj := j.newObject()
-	obj.SetNamespace(key.Namespace)
-	obj.SetName(key.Name)
 	time.AfterFunc(d, func() {
 		select {
-		case j.wake <- event.GenericEvent{Object: obj}:
+		case j.wake <- j.event(key):
 		case <-time.After(time.Minute):
 		}
 	})

@@ -58,7 +58,7 @@ func (c *Config) preflight(ctx context.Context, reader client.Reader, loc *oadpv
 	if err != nil {
 		return nil, oadpv1alpha1.ReasonRegistryNotConfigured, err
 	}
-	reg, err := name.NewRegistry(host, transfer.NameOptions(opts)...)
+	reg, err := name.NewRegistry(host, opts.NameOptions()...)
 	if err != nil {
 		return nil, oadpv1alpha1.ReasonRegistryNotConfigured, fmt.Errorf("registry host %q: %w", host, err)
 	}

@@ -92,7 +92,7 @@ func (c *Copier) Stats() Stats { return c.counts.stats() }
 
 // ParseReference parses a digest reference as the copier and pusher accept them.
 func (c *Copier) ParseReference(ref string) (name.Digest, error) {
-	return name.NewDigest(ref, c.opts.nameOptions()...)
+	return name.NewDigest(ref, c.opts.NameOptions()...)
 }
 
 // Copy stores the image ref names, with every manifest it reaches (all platforms of an index),

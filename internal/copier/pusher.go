@@ -58,7 +58,7 @@ func (p *Pusher) Stats() Stats { return p.counts.stats() }
 
 // Repository parses a repository name with the Pusher's options.
 func (p *Pusher) Repository(repo string) (name.Repository, error) {
-	return name.NewRepository(repo, p.opts.nameOptions()...)
+	return name.NewRepository(repo, p.opts.NameOptions()...)
 }
 
 // Push pushes the stored image desc names into repo by digest, then tags it with tags in order.
@@ -68,7 +68,7 @@ func (p *Pusher) Push(ctx context.Context, desc v1.Descriptor, repo name.Reposit
 	// Tags may come from the bucket: repo.Tag does not check them, and one such as
 	// "x/../../other" would put a path into the registry's URL.
 	for _, tag := range tags {
-		if _, err := name.NewTag(repo.Name()+":"+tag, p.opts.nameOptions()...); err != nil {
+		if _, err := name.NewTag(repo.Name()+":"+tag, p.opts.NameOptions()...); err != nil {
 			return fmt.Errorf("invalid tag %q for %s: %w", tag, repo, err)
 		}
 	}

@@ -91,7 +91,8 @@ func (k keychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 	return k.o.authFor(r.RegistryStr()), nil
 }
 
-func (o *Options) nameOptions() []name.Option {
+// NameOptions are the options that parse references as the copier and pusher reach registries.
+func (o *Options) NameOptions() []name.Option {
 	if o.Insecure {
 		return []name.Option{name.Insecure}
 	}

@@ -38,8 +38,8 @@ const (
 	AnnotationPartNames = "oadp.openshift.io/part-names"
 	// AnnotationParts is how earlier versions recorded a split: a count of parts named
 	// <name>.1 ... <name>.<count-1>, of which those that held no image were never written.
-	// It is still read.
-	AnnotationParts = "oadp.openshift.io/parts"
+	// It is still read. It is the key ImageStreamsBackups carry the count under.
+	AnnotationParts = oadpv1alpha1.AnnotationParts
 	// AnnotationWriter identifies the ImageStreamsBackup that wrote the index. Only a request
 	// from that backup deletes it.
 	AnnotationWriter = "oadp.openshift.io/writer"

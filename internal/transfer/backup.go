@@ -260,12 +260,12 @@ func indexEntries(items []*item, previous []imagestore.Entry) (entries []imagest
 // recorded reference names another namespace (after promotion, the source tag may be gone);
 // any other image from its recorded reference.
 func pullReference(host, namespace string, is *oadpv1alpha1.ImageStream, ref string, opts copier.Options) (name.Digest, error) {
-	d, err := name.NewDigest(ref, NameOptions(opts)...)
+	d, err := name.NewDigest(ref, opts.NameOptions()...)
 	if err != nil {
 		return d, fmt.Errorf("invalid reference %q: %w", ref, err)
 	}
 	if d.Context().RegistryStr() == host && namespace != "" {
-		return name.NewDigest(fmt.Sprintf("%s/%s/%s@%s", host, namespace, is.Name, d.DigestStr()), NameOptions(opts)...)
+		return name.NewDigest(fmt.Sprintf("%s/%s/%s@%s", host, namespace, is.Name, d.DigestStr()), opts.NameOptions()...)
 	}
 	return d, nil
 }
@@ -279,12 +279,4 @@ func imageSource(host string, it *item, opts copier.Options) (name.Digest, error
 		err = fmt.Errorf("%w: %s is not the internal registry %s", ErrExternalImage, ref.Context().RegistryStr(), host)
 	}
 	return ref, err
-}
-
-// NameOptions are the options that parse references as opts reaches registries.
-func NameOptions(opts copier.Options) []name.Option {
-	if opts.Insecure {
-		return []name.Option{name.Insecure}
-	}
-	return nil
 }

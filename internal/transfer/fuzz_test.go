@@ -40,7 +40,7 @@ func FuzzPullReference(f *testing.F) {
 		if _, want, _ := strings.Cut(ref, "@"); got.DigestStr() != want {
 			t.Fatalf("pullReference(%q) pulls digest %s, want %s", ref, got.DigestStr(), want)
 		}
-		again, err := name.NewDigest(got.String(), NameOptions(copier.Options{Insecure: insecure})...)
+		again, err := name.NewDigest(got.String(), (&copier.Options{Insecure: insecure}).NameOptions()...)
 		if err != nil || again.String() != got.String() {
 			t.Fatalf("pullReference(%q) = %q, which reads back as %q, %v", ref, got, again, err)
 		}

@@ -244,7 +244,7 @@ func TestAnInterruptedBackupKeepsItsMarkerAndACanceledOneGivesItUp(t *testing.T)
 				return true
 			}
 			dir := t.TempDir()
-			job, err := NewBackup(fileStore(t, dir), BackupSpec{Name: "b", Writer: "uid", ImageStreams: []oadpv1alpha1.ImageStream{is}, Host: reg.host(),
+			job, err := NewBackup(openFileStore(t, dir), BackupSpec{Name: "b", Writer: "uid", ImageStreams: []oadpv1alpha1.ImageStream{is}, Host: reg.host(),
 				Options: copier.Options{Insecure: true}, StaleAfter: time.Hour})
 			if err != nil {
 				t.Fatal(err)
@@ -271,16 +271,23 @@ func TestAnInterruptedBackupKeepsItsMarkerAndACanceledOneGivesItUp(t *testing.T)
 	}
 }
 
-// fileStore opens a store on directory dir; stores on one directory see each other's objects.
+// fileStore opens a store on directory dir, closed when the test ends; stores on one directory
+// see each other's objects.
 func fileStore(t *testing.T, dir string) *imagestore.Store {
+	t.Helper()
+	s := openFileStore(t, dir)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// openFileStore opens a store on directory dir for its user to close (a job closes its own).
+func openFileStore(t *testing.T, dir string) *imagestore.Store {
 	t.Helper()
 	b, err := fileblob.OpenBucket(dir, &fileblob.Options{Metadata: fileblob.MetadataDontWrite})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := imagestore.New(b, "")
-	t.Cleanup(func() { s.Close() })
-	return s
+	return imagestore.New(b, "")
 }
 
 // Imagestreams restored at once whose images share a layer (a base image) send it once: the
