@@ -152,7 +152,7 @@ func TestBackupAndRestoreRoundTrip(t *testing.T) {
 	stop()
 
 	// Restore into another, empty registry: a fresh cluster's.
-	target := peers.StartRegistry(t, true)
+	target := peers.StartRegistry(t, peers.BasicAuth)
 	o = c.workerOptions()
 	o.Registry.Host = target.Host
 	c.startWorker(o)

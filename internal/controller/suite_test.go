@@ -62,7 +62,7 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	c := &cluster{t: t, ns: env.Namespace(t), registry: peers.StartRegistry(t, true), s3: peers.StartS3(t, "velero"), logs: &syncBuffer{}}
+	c := &cluster{t: t, ns: env.Namespace(t), registry: peers.StartRegistry(t, peers.BasicAuth), s3: peers.StartS3(t, "velero"), logs: &syncBuffer{}}
 	secrets.Store(c.registry.Password, true)
 	secrets.Store(c.s3.SecretKey, true)
 	c.create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cloud-credentials", Namespace: c.ns},

@@ -74,7 +74,7 @@ func isUpload(r *http.Request) bool {
 // same to uploads. Both must complete with every byte and digest intact.
 func TestBackupAndRestoreThroughAFaultyNetwork(t *testing.T) {
 	ctx := context.Background()
-	src, dst := peers.StartRegistry(t, true), peers.StartRegistry(t, true)
+	src, dst := peers.StartRegistry(t, peers.BasicAuth), peers.StartRegistry(t, peers.BasicAuth)
 	srcAuth := authn.FromConfig(authn.AuthConfig{Username: src.Username, Password: src.Password})
 	dstAuth := authn.FromConfig(authn.AuthConfig{Username: dst.Username, Password: dst.Password})
 	seed := faults.SeedFromEnv(t, 5)

@@ -47,7 +47,7 @@ func TestBackupIntoABucketThatStopsTakingWrites(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			reg := peers.StartRegistry(t, false)
+			reg := peers.StartRegistry(t, peers.NoAuth)
 			s3srv := peers.StartS3(t, "velero")
 			// Writes (PUT and POST; not DELETE, which aborts uploads) pass until the test sets
 			// a limit on the bytes written.
@@ -119,7 +119,7 @@ func TestBackupOntoAFullDisk(t *testing.T) {
 		}
 	})
 	ctx := context.Background()
-	reg := peers.StartRegistry(t, false)
+	reg := peers.StartRegistry(t, peers.NoAuth)
 	refs := pushImages(t, reg.Host, bigImages(t, 1))
 	b, err := bucket.Open(ctx, bucket.Config{Provider: "file", Bucket: dir})
 	if err != nil {

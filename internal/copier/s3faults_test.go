@@ -68,7 +68,7 @@ func isS3Put(r *http.Request) bool { return r.Method == http.MethodPut }
 func TestBackupToAFaultyS3(t *testing.T) {
 	ctx := context.Background()
 	seed := faults.SeedFromEnv(t, 4)
-	reg := peers.StartRegistry(t, false)
+	reg := peers.StartRegistry(t, peers.NoAuth)
 	s3 := peers.StartS3(t, "velero")
 	var parts atomic.Int64
 	proxy := faults.Start(t, strings.TrimPrefix(s3.URL, "http://"), faults.Config{

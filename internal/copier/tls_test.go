@@ -27,7 +27,7 @@ import (
 // opt-in Options.Insecure, both work.
 func TestRegistryTLSIsVerified(t *testing.T) {
 	ctx := context.Background()
-	src, dst := peers.StartTLSRegistry(t, true), peers.StartTLSRegistry(t, true)
+	src, dst := peers.StartTLSRegistry(t, peers.BasicAuth), peers.StartTLSRegistry(t, peers.BasicAuth)
 	// Clients reach the registries through sniffers that see whether a connection starts
 	// with a TLS handshake.
 	srcSniff, dstSniff := sniff(t, src.Host), sniff(t, dst.Host)

@@ -135,7 +135,7 @@ func (rec *recorder) measure(s *scenario, label, tool, dir string, cmd *exec.Cmd
 func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
 	env := newEnv()
 	defer env.cleanup()
-	src := peers.StartRegistry(env, false)
+	src := peers.StartRegistry(env, peers.NoAuth)
 	work := env.TempDir()
 	rng := rand.New(rand.NewChaCha8([32]byte{1}))
 
@@ -379,7 +379,7 @@ func benchRestores(rec *recorder, run restoreRun) error {
 			})
 		}
 		for k := range restores {
-			r := peers.StartRegistry(run.env, false)
+			r := peers.StartRegistry(run.env, peers.NoAuth)
 			tool, cmd := restores[(k+run.round)%len(restores)](r.Host)
 			if _, err := rec.measure(s, restoreLabels[i], tool, r.Dir, cmd); err != nil {
 				return err

@@ -93,7 +93,7 @@ func benchS3(rec *recorder, run s3Run) error {
 				}
 			}
 		}
-		r := peers.StartRegistry(run.env, false)
+		r := peers.StartRegistry(run.env, peers.NoAuth)
 		prefix := fmt.Sprintf("r%d-s0", round)
 		restore := exec.Command(run.self, append(append([]string{cmdRestore, "-registry", r.Host}, jobsFlag(run.jobs)...), run.s3.args(prefix)...)...)
 		run.s3.requests.Store(0)

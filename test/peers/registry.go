@@ -29,11 +29,41 @@ type Registry struct {
 	Dir string
 	// CACert is the PEM certificate that verifies the registry's TLS, when it serves TLS.
 	CACert []byte
+
+	tokens *tokenServer
 }
 
+// TokensIssued counts the bearer tokens the registry's token server has issued; 0 unless the
+// registry takes tokens.
+func (r *Registry) TokensIssued() int64 {
+	if r.tokens == nil {
+		return 0
+	}
+	return r.tokens.issued.Load()
+}
+
+// Auth is how a test registry authenticates its clients.
+type Auth struct {
+	basic    bool
+	tokenTTL time.Duration
+}
+
+var (
+	// NoAuth serves everyone.
+	NoAuth = Auth{}
+	// BasicAuth takes a user and password on every request, checked against an htpasswd file
+	// holding a bcrypt hash of the lowest cost (bcrypt.MinCost).
+	BasicAuth = Auth{basic: true}
+)
+
+// TokenAuth takes bearer tokens, as OpenShift's registry does: a client turned away asks a
+// token server for a token with the user and password, and the registry checks the token's
+// signature on each request. The registry refuses a token ttl after it was issued.
+func TokenAuth(ttl time.Duration) Auth { return Auth{tokenTTL: ttl} }
+
 // StartRegistry starts Debian's docker-registry (distribution 2.8) on 127.0.0.1 with storage in
-// a temporary directory, requiring basic auth when auth is true.
-func StartRegistry(t TB, auth bool) *Registry {
+// a temporary directory, authenticating clients as auth says.
+func StartRegistry(t TB, auth Auth) *Registry {
 	t.Helper()
 	return startRegistry(t, "127.0.0.1", auth, false)
 }
@@ -45,12 +75,12 @@ const TLSHost = "127.0.0.2"
 
 // StartTLSRegistry starts docker-registry as StartRegistry does, but on TLSHost and serving
 // only TLS, with a certificate for that address from a CA made for the test: Registry.CACert.
-func StartTLSRegistry(t TB, auth bool) *Registry {
+func StartTLSRegistry(t TB, auth Auth) *Registry {
 	t.Helper()
 	return startRegistry(t, TLSHost, auth, true)
 }
 
-func startRegistry(t TB, ip string, auth, useTLS bool) *Registry {
+func startRegistry(t TB, ip string, auth Auth, useTLS bool) *Registry {
 	t.Helper()
 	r := &Registry{Host: net.JoinHostPort(ip, fmt.Sprint(freePortOn(t, ip))), Dir: t.TempDir()}
 	cfg := fmt.Sprintf(`version: 0.1
@@ -61,23 +91,28 @@ log:
 storage:
   filesystem:
     rootdirectory: %s
+  # As distribution's own sample configuration and OpenShift's registry have it.
+  cache:
+    blobdescriptor: inmemory
   delete:
     enabled: true
 http:
   addr: %s
   secret: test-secret
 `, r.Dir, r.Host)
-	if auth {
+	switch {
+	case auth.basic:
 		r.Username, r.Password = "tester", "s3cret-password"
 		hash, err := bcrypt.GenerateFromPassword([]byte(r.Password), bcrypt.MinCost)
 		if err != nil {
 			t.Fatal(err)
 		}
-		htpasswd := filepath.Join(t.TempDir(), "htpasswd")
-		if err := os.WriteFile(htpasswd, fmt.Appendf(nil, "%s:%s\n", r.Username, hash), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg += fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s\n", htpasswd)
+		cfg += fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s\n", writeFile(t, "htpasswd", fmt.Appendf(nil, "%s:%s\n", r.Username, hash)))
+	case auth.tokenTTL > 0:
+		r.Username, r.Password = "tester", "s3cret-password"
+		r.tokens = startTokenServer(t, "test-registry", r.Username, r.Password, auth.tokenTTL)
+		cfg += fmt.Sprintf("auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n",
+			r.tokens.realm, r.tokens.service, r.tokens.issuer, writeFile(t, "token-ca.crt", r.tokens.rootCertBundle(t)))
 	}
 	if useTLS {
 		var certFile, keyFile string
@@ -86,11 +121,7 @@ http:
 		cfg = strings.Replace(cfg, "  secret: test-secret\n",
 			fmt.Sprintf("  secret: test-secret\n  tls:\n    certificate: %s\n    key: %s\n", certFile, keyFile), 1)
 	}
-	path := filepath.Join(t.TempDir(), "config.yml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	start(t, exec.Command(Binary(t, "DOCKER_REGISTRY", "docker-registry"), "serve", path), r.Host)
+	start(t, exec.Command(Binary(t, "DOCKER_REGISTRY", "docker-registry"), "serve", writeFile(t, "config.yml", []byte(cfg))), r.Host)
 	return r
 }
 
@@ -102,12 +133,19 @@ func selfSigned(t TB, ip net.IP) (certPEM []byte, certFile, keyFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return certificateFor(t, key, []net.IP{ip})
+}
+
+// certificateFor writes a self-signed certificate of key, for ips, and the key, and returns the
+// certificate as PEM with both files' paths.
+func certificateFor(t TB, key *ecdsa.PrivateKey, ips []net.IP) (certPEM []byte, certFile, keyFile string) {
+	t.Helper()
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
 		Subject:               pkix.Name{CommonName: "imagestreams-backup test registry"},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
-		IPAddresses:           []net.IP{ip},
+		IPAddresses:           ips,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -121,14 +159,17 @@ func selfSigned(t TB, ip net.IP) (certPEM []byte, certFile, keyFile string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := os.WriteFile(certFile, certPEM, 0o600); err != nil {
+	return certPEM, writeFile(t, "tls.crt", certPEM), writeFile(t, "tls.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
+}
+
+// writeFile writes data into a new file named name in a temporary directory, and returns its
+// path.
+func writeFile(t TB, name string, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certPEM, certFile, keyFile
+	return path
 }

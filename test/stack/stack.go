@@ -162,7 +162,7 @@ func Start(s *Stack) {
 		check(c.Create(ctx, o))
 	}
 
-	s.Registry = peers.StartRegistry(t, true)
+	s.Registry = peers.StartRegistry(t, peers.TokenAuth(5*time.Minute))
 	img := &configv1.Image{ObjectMeta: metav1.ObjectMeta{Name: "cluster"}}
 	check(c.Create(ctx, img))
 	img.Status.InternalRegistryHostname = s.Registry.Host
