@@ -63,6 +63,11 @@ type recorder[E any] struct {
 	manager string
 	// holdUntilFlush queues entries until flush instead of writing them as they come.
 	holdUntilFlush bool
+	// spacing, when set, is the least time between the starts of two writes of one object:
+	// what arrives meanwhile goes into the next write. Each write costs the API server in
+	// proportion to the object, and one a Velero restore builds holds every imagestream of
+	// the restore; writing as soon as the last write ended made a write of every one or two.
+	spacing time.Duration
 	// written, when set, gets each object as the API server returned it from a write.
 	written func(*unstructured.Unstructured)
 	// writes bounds the writes in flight, so that a flush of a thousand objects does not
@@ -91,6 +96,8 @@ type queue[E any] struct {
 	exists bool
 	// touched asks for a write of the whole object even without entries (see touch).
 	touched bool
+	// lastWrite is when the last write of the object started.
+	lastWrite time.Time
 }
 
 // recordDeadline is how long after Execute an entry may still be missing from its object
@@ -167,6 +174,13 @@ func (r *recorder[E]) startLocked(q *queue[E]) {
 func (r *recorder[E]) drain(q *queue[E]) {
 	for {
 		r.mu.Lock()
+		delay := time.Until(q.lastWrite.Add(r.spacing))
+		r.mu.Unlock()
+		if r.spacing > 0 && delay > 0 {
+			time.Sleep(delay)
+		}
+		r.mu.Lock()
+		q.lastWrite = time.Now()
 		entries, touched := q.entries, q.touched
 		q.entries, q.touched = nil, false
 		if len(entries) == 0 && !touched {

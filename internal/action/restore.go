@@ -56,10 +56,16 @@ const personsTTL = 10 * time.Second
 // NewRestoreAction returns the action; registryHost tells the internal registry's host. Its
 // creator calls Flush before the process exits.
 func NewRestoreAction(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error)) *RestoreAction {
-	return &RestoreAction{recording: newRecording(log, c, registryHost, "imagestreams-restore-plugin"),
+	a := &RestoreAction{recording: newRecording(log, c, registryHost, "imagestreams-restore-plugin"),
 		restores: newSnapshots(c, restoreKind, func() *oadpv1alpha1.ImageStreamsRestore { return &oadpv1alpha1.ImageStreamsRestore{} }),
 		persons:  map[types.UID]personsRestores{}, existing: map[types.UID]map[string]map[string]bool{}, locations: map[types.UID]string{}}
+	a.recorder.spacing = restoreWriteSpacing
+	return a
 }
+
+// restoreWriteSpacing is the least time between two writes of a Velero restore's
+// ImageStreamsRestore: Velero restores imagestreams one after the other, many a second.
+const restoreWriteSpacing = time.Second
 
 // Name implements the RestoreItemAction interface.
 func (a *RestoreAction) Name() string { return RestoreActionName }

@@ -16,6 +16,9 @@ import (
 	"gocloud.dev/blob/s3blob"
 )
 
+// maxIdleConnsPerHost is how many idle connections to the S3 endpoint a bucket keeps.
+const maxIdleConnsPerHost = 64
+
 // openS3 reads the config keys velero-plugin-for-aws reads: region, s3Url, s3ForcePathStyle,
 // insecureSkipTLSVerify and profile (default "default"), with credentials from an AWS shared
 // credentials file.
@@ -32,7 +35,12 @@ func openS3(ctx context.Context, cfg Config) (*blob.Bucket, error) {
 	if err != nil {
 		return nil, err
 	}
-	hc := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) { tr.TLSClientConfig = tlsConfig })
+	hc := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.TLSClientConfig = tlsConfig
+		// A copy of many small images keeps dozens of requests in flight; with the SDK's 10
+		// idle connections a host, most would end in a new TLS handshake.
+		tr.MaxIdleConnsPerHost = maxIdleConnsPerHost
+	})
 	region := cfg.Config["region"]
 	if region == "" {
 		if cfg.Config["s3Url"] == "" {

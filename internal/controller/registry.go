@@ -33,6 +33,8 @@ type Registry struct {
 	// slots are the Jobs transfer slots every backup and restore of the worker shares (see
 	// copier.Options.Slots).
 	slots chan struct{}
+	// smallSlots are the slots of small blobs (copier.Options.SmallSlots).
+	smallSlots chan struct{}
 }
 
 // host returns the registry host: the override, else the cluster's image config.
@@ -45,7 +47,7 @@ func (r *Registry) host(ctx context.Context, c client.Reader) (string, error) {
 
 // options builds copier options with the current token.
 func (r *Registry) options() (copier.Options, error) {
-	opts := copier.Options{CACert: r.CACert, Insecure: r.Insecure, Jobs: r.Jobs, Slots: r.slots, Auth: authn.Anonymous}
+	opts := copier.Options{CACert: r.CACert, Insecure: r.Insecure, Jobs: r.Jobs, Slots: r.slots, SmallSlots: r.smallSlots, Auth: authn.Anonymous}
 	if r.TokenFile == "" {
 		return opts, nil
 	}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -23,7 +26,40 @@ type RestoreReconciler struct {
 	Recorder  events.EventRecorder
 	Config
 
-	jobs *jobs
+	jobs   *jobs
+	pushed pushedSets
+}
+
+// maxPushedSets bounds the restores whose pushed images the worker remembers.
+const maxPushedSets = 8
+
+// pushedSets keeps what the runs of the restores run most recently pushed, by UID: a Velero
+// restore's ImageStreamsRestore gets runs seconds apart as Velero adds imagestreams to it.
+type pushedSets struct {
+	mu    sync.Mutex
+	byUID map[types.UID]*transfer.Pushed
+	order []types.UID // least recently used first
+}
+
+func (s *pushedSets) get(uid types.UID) *transfer.Pushed {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byUID == nil {
+		s.byUID = map[types.UID]*transfer.Pushed{}
+	}
+	p, ok := s.byUID[uid]
+	if ok {
+		s.order = slices.DeleteFunc(s.order, func(u types.UID) bool { return u == uid })
+	} else {
+		p = transfer.NewPushed()
+		s.byUID[uid] = p
+	}
+	s.order = append(s.order, uid)
+	if len(s.order) > maxPushedSets {
+		delete(s.byUID, s.order[0])
+		s.order = s.order[1:]
+	}
+	return p
 }
 
 // +kubebuilder:rbac:groups=oadp.openshift.io,namespace=openshift-adp,resources=imagestreamsrestores,verbs=get;list;watch;update;patch
@@ -70,7 +106,8 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		p.store.Close()
 		return r.unreadable(ctx, isr, err)
 	}
-	job := transfer.NewRestore(p.store, transfer.RestoreSpec{Backup: backup, Restore: &isr.Spec, Host: p.host, Options: p.opts})
+	job := transfer.NewRestore(p.store, transfer.RestoreSpec{Backup: backup, Restore: &isr.Spec, Host: p.host, Options: p.opts,
+		Pushed: r.pushed.get(isr.UID)})
 	return ctrl.Result{}, r.jobs.start(ctx, isr, job)
 }
 

@@ -26,7 +26,9 @@ const defaultGCDelay = 3 * time.Second
 type ManagerOptions struct {
 	Config
 	MetricsAddress, HealthProbeAddress string
-	LeaderElection                     bool
+	// PprofAddress serves net/http/pprof when set; "" and "0" disable it.
+	PprofAddress   string
+	LeaderElection bool
 	// Logger is the worker's logger; controller-runtime's global logger when zero.
 	Logger logr.Logger
 	// SeveralPerProcess lets one process run several workers one after another, as tests
@@ -50,6 +52,7 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (manager.Manager, error) {
 		jobs = copier.DefaultJobs
 	}
 	o.Registry.slots = make(chan struct{}, jobs)
+	o.Registry.smallSlots = make(chan struct{}, copier.SmallBlobsPerJob*jobs)
 	o.progressWrites = newProgressLimiter(o.ProgressInterval)
 	if o.GCDelay <= 0 {
 		o.GCDelay = defaultGCDelay
@@ -63,6 +66,7 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (manager.Manager, error) {
 		Logger:                  o.Logger,
 		Metrics:                 metricsserver.Options{BindAddress: o.MetricsAddress},
 		HealthProbeBindAddress:  o.HealthProbeAddress,
+		PprofBindAddress:        o.PprofAddress,
 		LeaderElection:          o.LeaderElection,
 		LeaderElectionID:        "imagestreams-backup-worker.oadp.openshift.io",
 		LeaderElectionNamespace: o.Namespace,

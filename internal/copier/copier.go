@@ -1,7 +1,6 @@
 package copier
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -55,12 +54,18 @@ type Copier struct {
 	opts   Options
 	puller *puller
 	sem    chan struct{}
+	small  chan struct{} // slots of blobs under SmallBlobSize
 	counts counters
 
 	mu      sync.Mutex
 	flights map[v1.Hash]*flight // manifests being copied
 	running sync.WaitGroup      // every flight's goroutine
 	copied  sync.Map            // v1.Hash -> v1.Descriptor of manifests stored by this Copier
+	// stored are the blobs this Copier wrote or found in the store. What a copy found stays
+	// there while it runs: a backup holds garbage collections off with its in-progress marker
+	// until it commits (package imagestore), and so a blob is looked for once a Copier, not
+	// once for every image that shares it.
+	stored sync.Map // v1.Hash -> struct{}
 }
 
 // flight is one copy of a manifest that several callers wait for. It runs under its own
@@ -84,7 +89,11 @@ func New(store *imagestore.Store, opts Options) (*Copier, error) {
 	if sem == nil {
 		sem = make(chan struct{}, opts.jobs())
 	}
-	return &Copier{store: store, opts: opts, puller: p, sem: sem, flights: map[v1.Hash]*flight{}}, nil
+	small := opts.SmallSlots
+	if small == nil {
+		small = make(chan struct{}, SmallBlobsPerJob*opts.jobs())
+	}
+	return &Copier{store: store, opts: opts, puller: p, sem: sem, small: small, flights: map[v1.Hash]*flight{}}, nil
 }
 
 // Stats returns the counts so far.
@@ -223,24 +232,34 @@ func (c *Copier) copyManifestOnce(ctx context.Context, repo name.Repository, des
 		return desc, err
 	}
 
-	wrote, err := c.store.PutBlob(ctx, desc, func(context.Context) (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(raw)), nil
-	})
-	if err != nil {
-		return desc, err
+	// The manifest goes in last, once everything it references is stored; a stored manifest
+	// was found, and one fetched was missing a moment ago.
+	if !stored {
+		if err := c.store.WriteBlob(ctx, desc, raw); err != nil {
+			return desc, err
+		}
 	}
-	c.counts.add(desc.Size, wrote)
+	c.counts.add(desc.Size, !stored)
 	c.report()
 	return desc, nil
 }
 
 func (c *Copier) copyBlob(ctx context.Context, repo name.Repository, d v1.Descriptor) error {
+	if _, ok := c.stored.Load(d.Digest); ok {
+		c.counts.add(d.Size, false)
+		c.report()
+		return nil
+	}
+	slots := c.sem
+	if d.Size < SmallBlobSize {
+		slots = c.small
+	}
 	select {
-	case c.sem <- struct{}{}:
+	case slots <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	defer func() { <-c.sem }()
+	defer func() { <-slots }()
 	var wrote bool
 	err := retry(ctx, c.opts.backoff(), func() error {
 		var err error
@@ -252,6 +271,7 @@ func (c *Copier) copyBlob(ctx context.Context, repo name.Repository, d v1.Descri
 	if err != nil {
 		return fmt.Errorf("copying blob %s@%s: %w", repo, d.Digest, err)
 	}
+	c.stored.Store(d.Digest, struct{}{})
 	c.counts.add(d.Size, wrote)
 	c.report()
 	return nil

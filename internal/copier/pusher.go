@@ -2,8 +2,10 @@ package copier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
 )
@@ -22,6 +26,13 @@ type Pusher struct {
 	store  *imagestore.Store
 	opts   Options
 	remote []remote.Option
+	// rp writes through one authenticated transport per repository, and sends a blob once per
+	// repository however many images list it.
+	rp *remote.Pusher
+	// rl reads through one authenticated transport per repository: remote.Head without it
+	// authenticates again, a ping and a token request, for every manifest it looks for.
+	rl     *remote.Puller
+	up     *uploader
 	counts counters
 	// slots bound the layers sent at once, shared with every Copier and Pusher given the same
 	// Options.Slots.
@@ -29,6 +40,11 @@ type Pusher struct {
 
 	mu     sync.Mutex
 	pushed map[v1.Hash]name.Repository // blob -> a repository of this registry that has it
+	// fresh says of each repository looked at whether it had no tags then: what is in it now
+	// this Pusher put there, and a manifest or config need not be looked for.
+	fresh map[string]bool
+	// sent are the repository@digest of the manifests and configs this Pusher put.
+	sent map[string]bool
 	// sending are the layers a push of this Pusher is sending; closed when it has ended.
 	sending map[v1.Hash]chan struct{}
 }
@@ -44,12 +60,20 @@ func NewPusher(ctx context.Context, store *imagestore.Store, opts Options) (*Pus
 	if err != nil {
 		return nil, err
 	}
+	rl, err := remote.NewPuller(ropts...)
+	if err != nil {
+		return nil, err
+	}
+	up, err := newUploader(&opts)
+	if err != nil {
+		return nil, err
+	}
 	slots := opts.Slots
 	if slots == nil {
 		slots = make(chan struct{}, opts.jobs())
 	}
-	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), slots: slots,
-		pushed: map[v1.Hash]name.Repository{}, sending: map[v1.Hash]chan struct{}{}}, nil
+	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), rp: p, rl: rl, up: up, slots: slots,
+		pushed: map[v1.Hash]name.Repository{}, sending: map[v1.Hash]chan struct{}{}, fresh: map[string]bool{}, sent: map[string]bool{}}, nil
 }
 
 // Stats returns the counts so far; BytesUploaded counts the bytes sent, BytesSkipped those the
@@ -72,12 +96,20 @@ func (p *Pusher) Push(ctx context.Context, desc v1.Descriptor, repo name.Reposit
 			return fmt.Errorf("invalid tag %q for %s: %w", tag, repo, err)
 		}
 	}
-	t, err := p.push(ctx, desc, repo, nil, map[v1.Hash]remote.Taggable{})
+	// An image's manifest put by a tag is stored by digest too: its tags are its only puts.
+	var put []name.Reference
+	for _, tag := range tags {
+		put = append(put, repo.Tag(tag))
+	}
+	t, putDone, err := p.push(ctx, desc, repo, nil, map[v1.Hash]remote.Taggable{}, put)
 	if err != nil {
 		return err
 	}
+	if putDone {
+		return nil
+	}
 	for _, tag := range tags {
-		if err := remote.Tag(repo.Tag(tag), t, p.remote...); err != nil {
+		if err := p.rp.Put(ctx, repo.Tag(tag), t); err != nil {
 			return fmt.Errorf("tagging %s:%s: %w", repo, tag, err)
 		}
 	}
@@ -85,106 +117,204 @@ func (p *Pusher) Push(ctx context.Context, desc v1.Descriptor, repo name.Reposit
 }
 
 // push pushes desc and what it references, children first. ancestors are the indexes desc was
-// reached through, outermost first; done holds what this Push already pushed.
-func (p *Pusher) push(ctx context.Context, desc v1.Descriptor, repo name.Repository, ancestors []v1.Hash, done map[v1.Hash]remote.Taggable) (remote.Taggable, error) {
+// reached through, outermost first; done holds what this Push already pushed. An image pushed
+// whole has its manifest put at each of put (by digest when put is empty), and push then
+// reports putDone; a manifest found present, and an index, are put by digest only.
+func (p *Pusher) push(ctx context.Context, desc v1.Descriptor, repo name.Repository, ancestors []v1.Hash, done map[v1.Hash]remote.Taggable, put []name.Reference) (t remote.Taggable, putDone bool, err error) {
 	if t, ok := done[desc.Digest]; ok {
-		return t, nil
+		return t, false, nil
 	}
 	if err := imagestore.ValidateDigest(desc.Digest); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if slices.Contains(ancestors, desc.Digest) {
-		return nil, fmt.Errorf("index %s contains itself: manifests form a cycle", desc.Digest)
+		return nil, false, fmt.Errorf("index %s contains itself: manifests form a cycle", desc.Digest)
 	}
 	if len(ancestors) > imagestore.MaxDepth {
-		return nil, fmt.Errorf("manifest %s is nested more than %d levels deep", desc.Digest, imagestore.MaxDepth)
+		return nil, false, fmt.Errorf("manifest %s is nested more than %d levels deep", desc.Digest, imagestore.MaxDepth)
 	}
-	t, err := p.pushOne(ctx, desc, repo, ancestors, done)
+	t, putDone, err = p.pushOne(ctx, desc, repo, ancestors, done, put)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	done[desc.Digest] = t
-	return t, nil
+	return t, putDone, nil
 }
 
-func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repository, ancestors []v1.Hash, done map[v1.Hash]remote.Taggable) (remote.Taggable, error) {
+func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repository, ancestors []v1.Hash, done map[v1.Hash]remote.Taggable, put []name.Reference) (remote.Taggable, bool, error) {
 	ref := repo.Digest(desc.Digest.String())
 	switch {
 	case desc.MediaType.IsIndex():
 		idx, err := p.store.ImageIndex(ctx, desc)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		m, err := idx.IndexManifest()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		// Children first, each through this Pusher so that their layers mount and count; the
 		// index's own push then finds them present.
 		path := append(slices.Clip(ancestors), desc.Digest)
 		for _, child := range m.Manifests {
-			if _, err := p.push(ctx, child, repo, path, done); err != nil {
-				return nil, err
+			if _, _, err := p.push(ctx, child, repo, path, done, nil); err != nil {
+				return nil, false, err
 			}
 		}
 		if err := remote.WriteIndex(ref, idx, p.remote...); err != nil {
-			return nil, fmt.Errorf("pushing index %s: %w", ref, err)
+			return nil, false, fmt.Errorf("pushing index %s: %w", ref, err)
 		}
 		p.counts.add(desc.Size, true)
-		return idx, nil
+		return idx, false, nil
 	case desc.MediaType.IsImage():
 		img, err := p.store.Image(ctx, desc)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		// A manifest the repository already has comes with everything it references: one
 		// HEAD makes a restarted restore skip what it finished.
-		if d, err := remote.Head(ref, p.remote...); err == nil && d.Digest == desc.Digest {
-			p.counts.add(desc.Size, false)
-			layers, err := img.Layers()
-			if err != nil {
-				return nil, err
-			}
-			for _, l := range layers {
-				size, err := l.Size()
-				if err != nil {
-					return nil, err
-				}
-				p.counts.add(size, false)
-			}
-			return img, nil
+		fresh := p.isFresh(ctx, repo)
+		if p.wasSent(repo, desc.Digest) {
+			return img, false, p.countPresent(img, desc)
 		}
-		// Images pushed at once often share layers (a base image): a layer another push is
-		// sending is waited for and then mounted, not sent twice.
-		layers, err := img.Layers()
-		if err != nil {
-			return nil, err
-		}
-		mine, others, err := p.claim(layers)
-		defer p.release(mine)
-		if err != nil {
-			return nil, err
-		}
-		for _, sent := range others {
-			select {
-			case <-sent:
-			case <-ctx.Done():
-				return nil, ctx.Err()
+		if !fresh {
+			if d, err := p.rl.Head(ctx, ref); err == nil && d.Digest == desc.Digest {
+				return img, false, p.countPresent(img, desc)
 			}
 		}
-		wrapped, err := p.mountable(ctx, img, repo)
-		if err != nil {
-			return nil, err
+		if len(put) == 0 {
+			put = []name.Reference{ref}
 		}
-		if err := remote.Write(ref, wrapped, p.remote...); err != nil {
-			return nil, fmt.Errorf("pushing image %s: %w", ref, err)
-		}
-		p.counts.add(desc.Size, true)
-		p.record(wrapped, repo)
-		return img, nil
+		return img, true, p.pushImage(ctx, img, desc, repo, put, fresh)
 	default:
-		return nil, fmt.Errorf("%s: unsupported media type %q", ref, desc.MediaType)
+		return nil, false, fmt.Errorf("%s: unsupported media type %q", ref, desc.MediaType)
 	}
+}
+
+// isFresh reports whether repo had no tags when this Pusher first looked: one tag list a
+// repository instead of a manifest HEAD and a config HEAD an image. A registry that does not
+// answer counts the repository as not fresh, which only costs those requests.
+func (p *Pusher) isFresh(ctx context.Context, repo name.Repository) bool {
+	p.mu.Lock()
+	fresh, ok := p.fresh[repo.String()]
+	p.mu.Unlock()
+	if ok {
+		return fresh
+	}
+	_, err := p.rl.List(ctx, repo)
+	var terr *transport.Error
+	fresh = errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.fresh[repo.String()]; !ok {
+		p.fresh[repo.String()] = fresh
+	}
+	return p.fresh[repo.String()]
+}
+
+// sendConfig sends the image's config to repo unless this Pusher sent it there, or, in a
+// repository that is not fresh, the registry has it.
+func (p *Pusher) sendConfig(ctx context.Context, img v1.Image, repo name.Repository, fresh bool) error {
+	h, err := img.ConfigName()
+	if err != nil {
+		return err
+	}
+	if p.wasSent(repo, h) {
+		return nil
+	}
+	has := false
+	if !fresh {
+		if has, err = p.up.has(ctx, repo, h); err != nil {
+			return fmt.Errorf("looking for config %s in %s: %w", h, repo, err)
+		}
+	}
+	if !has {
+		raw, err := img.RawConfigFile()
+		if err != nil {
+			return err
+		}
+		if err := p.up.upload(ctx, repo, h, raw); err != nil {
+			return fmt.Errorf("pushing config %s to %s: %w", h, repo, err)
+		}
+	}
+	p.markSent(repo, h)
+	return nil
+}
+
+// wasSent reports whether this Pusher put the manifest or config h into repo.
+func (p *Pusher) wasSent(repo name.Repository, h v1.Hash) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sent[repo.String()+"@"+h.String()]
+}
+
+func (p *Pusher) markSent(repo name.Repository, h v1.Hash) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sent[repo.String()+"@"+h.String()] = true
+}
+
+// countPresent counts an image the repository has, and its layers, as skipped.
+func (p *Pusher) countPresent(img v1.Image, desc v1.Descriptor) error {
+	p.counts.add(desc.Size, false)
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range layers {
+		size, err := l.Size()
+		if err != nil {
+			return err
+		}
+		p.counts.add(size, false)
+	}
+	return nil
+}
+
+// pushImage sends the image's layers and config that repo lacks, then puts its manifest at
+// each of put. The manifest's existence was checked already: go-containerregistry's
+// remote.Write would check it again.
+func (p *Pusher) pushImage(ctx context.Context, img v1.Image, desc v1.Descriptor, repo name.Repository, put []name.Reference, fresh bool) error {
+	// Images pushed at once often share layers (a base image): a layer another push is
+	// sending is waited for and then mounted, not sent twice.
+	layers, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	mine, others, err := p.claim(layers)
+	defer p.release(mine)
+	if err != nil {
+		return err
+	}
+	for _, sent := range others {
+		select {
+		case <-sent:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	wrapped, err := p.mountable(ctx, img, repo)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(p.opts.jobs())
+	for _, l := range wrapped.layers {
+		g.Go(func() error { return p.rp.Upload(gctx, repo, l) })
+	}
+	g.Go(func() error { return p.sendConfig(gctx, img, repo, fresh) })
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("pushing image %s@%s: %w", repo, desc.Digest, err)
+	}
+	for _, ref := range put {
+		if err := p.rp.Put(ctx, ref, wrapped); err != nil {
+			return fmt.Errorf("pushing image %s: %w", ref, err)
+		}
+	}
+	p.counts.add(desc.Size, true)
+	p.record(wrapped, repo)
+	p.markSent(repo, desc.Digest)
+	return nil
 }
 
 // claim marks the layers that no push of this Pusher has sent or is sending as sent by the

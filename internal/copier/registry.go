@@ -33,6 +33,16 @@ import (
 // DefaultJobs is how many blobs move at once unless Options.Jobs says otherwise.
 const DefaultJobs = 4
 
+// A blob under SmallBlobSize, such as an image's config or manifest, costs the worker its
+// size in memory while it is written (the S3 client sends it in one request from what it
+// read), not the part buffers of a large upload; its copy is bound by round trips. Such blobs
+// move SmallBlobsPerJob times Jobs at once, in slots of their own, so that a backup of many
+// small images is not held to Jobs round trips at a time by a bound made for memory.
+const (
+	SmallBlobSize    = 1 << 20
+	SmallBlobsPerJob = 4
+)
+
 // Options configure the registry side of a copy.
 type Options struct {
 	// Auth authenticates to the registry; anonymous when nil. authn.FromConfig builds bearer
@@ -46,12 +56,16 @@ type Options struct {
 	// Insecure skips TLS verification and allows plain HTTP. Only for registries that cannot
 	// present a verifiable certificate; never the default.
 	Insecure bool
-	// Jobs is how many blobs move at once; DefaultJobs when zero.
+	// Jobs is how many blobs move at once; DefaultJobs when zero. Small blobs (under
+	// SmallBlobSize) move SmallBlobsPerJob times as many at once, beside them.
 	Jobs int
 	// Slots, when set, bounds the blobs moving at once across every Copier given the same
 	// channel, in place of each Copier's own Jobs: a worker backing up twenty parts at once
 	// then holds the memory of cap(Slots) transfers, not of twenty times Jobs.
 	Slots chan struct{}
+	// SmallSlots does for small blobs what Slots does for the others; each Copier has
+	// SmallBlobsPerJob times Jobs of its own when nil.
+	SmallSlots chan struct{}
 	// Backoff paces retries of failed requests and interrupted transfers.
 	Backoff remote.Backoff
 	// Progress, when set, is called after every blob with the counts so far.
@@ -168,37 +182,52 @@ func (o *Options) remoteOptions() []remote.Option {
 		remote.WithRetryPredicate(transient), remote.WithRetryStatusCodes(retryStatusCodes...)}
 }
 
-// puller fetches manifests and blobs by digest. It talks HTTP itself rather than through
-// remote.Layer because remote verifies every blob's digest as it streams, and the store verifies
-// it again on write: each byte is hashed once, by the store, not twice.
-type puller struct {
-	opts *Options
-	rt   http.RoundTripper
+// transports are authenticated round trippers, one per repository, each holding the token
+// for scope in it.
+type transports struct {
+	opts  *Options
+	rt    http.RoundTripper
+	scope string // transport.PullScope or transport.PushScope
 
-	mu         sync.Mutex
-	transports map[string]http.RoundTripper // authenticated, per repository
+	mu sync.Mutex
+	m  map[string]http.RoundTripper
 }
 
-func newPuller(opts *Options) (*puller, error) {
+func newTransports(opts *Options, scope string) (*transports, error) {
 	rt, err := opts.roundTripper()
 	if err != nil {
 		return nil, err
 	}
-	return &puller{opts: opts, rt: rt, transports: map[string]http.RoundTripper{}}, nil
+	return &transports{opts: opts, rt: rt, scope: scope, m: map[string]http.RoundTripper{}}, nil
 }
 
-func (p *puller) transport(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if t, ok := p.transports[repo.String()]; ok {
+func (ts *transports) get(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if t, ok := ts.m[repo.String()]; ok {
 		return t, nil
 	}
-	t, err := transport.NewWithContext(ctx, repo.Registry, p.opts.authFor(repo.RegistryStr()), p.rt, []string{repo.Scope(transport.PullScope)})
+	t, err := transport.NewWithContext(ctx, repo.Registry, ts.opts.authFor(repo.RegistryStr()), ts.rt, []string{repo.Scope(ts.scope)})
 	if err != nil {
 		return nil, fmt.Errorf("authenticating to %s: %w", repo, err)
 	}
-	p.transports[repo.String()] = t
+	ts.m[repo.String()] = t
 	return t, nil
+}
+
+// puller fetches manifests and blobs by digest. It talks HTTP itself rather than through
+// remote.Layer because remote verifies every blob's digest as it streams, and the store verifies
+// it again on write: each byte is hashed once, by the store, not twice.
+type puller struct {
+	transports *transports
+}
+
+func newPuller(opts *Options) (*puller, error) {
+	ts, err := newTransports(opts, transport.PullScope)
+	if err != nil {
+		return nil, err
+	}
+	return &puller{transports: ts}, nil
 }
 
 var manifestAccept = strings.Join([]string{
@@ -207,7 +236,7 @@ var manifestAccept = strings.Join([]string{
 }, ",")
 
 func (p *puller) get(ctx context.Context, repo name.Repository, kind string, h v1.Hash, accept string) (*http.Response, error) {
-	t, err := p.transport(ctx, repo)
+	t, err := p.transports.get(ctx, repo)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@
 package imagestore
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -143,6 +144,17 @@ func (s *Store) putBlob(ctx context.Context, desc v1.Descriptor, open func(conte
 	}
 	defer rc.Close()
 	return true, s.write(ctx, blobKey(desc.Digest), desc, rc)
+}
+
+// WriteBlob stores data as the blob desc names, checking its size and digest, without first
+// looking whether the store holds it: for a caller that has just found it missing, such as the
+// copier with a manifest it fetched because the store lacked it. Two writes of one blob write
+// the same bytes.
+func (s *Store) WriteBlob(ctx context.Context, desc v1.Descriptor, data []byte) error {
+	if err := ValidateDigest(desc.Digest); err != nil {
+		return err
+	}
+	return s.write(ctx, blobKey(desc.Digest), desc, bytes.NewReader(data))
 }
 
 // write streams r to key, checking size and digest on the way, and aborts the write (cancels

@@ -48,10 +48,10 @@ func newRegistry(t *testing.T, hook func(w http.ResponseWriter, r *http.Request)
 
 func (r *testRegistry) host() string { return strings.TrimPrefix(r.URL, "http://") }
 
-// push writes a random image of layers small layers to ns/is and returns its reference.
-func (r *testRegistry) push(t *testing.T, ns, is string, layers int) oadpv1alpha1.DockerImageReference {
+// push writes a random image of one small layer to app/is and returns its reference.
+func (r *testRegistry) push(t *testing.T, is string) oadpv1alpha1.DockerImageReference {
 	t.Helper()
-	return r.pushSized(t, ns, is, 2048, layers)
+	return r.pushSized(t, "app", is, 2048, 1)
 }
 
 // pushSized writes a random image of layers layers of size bytes each.

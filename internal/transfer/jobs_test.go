@@ -10,7 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	ggcrtypes "github.com/google/go-containerregistry/pkg/v1/types"
 	"gocloud.dev/blob/fileblob"
 	"k8s.io/apimachinery/pkg/types"
@@ -109,19 +114,60 @@ func TestABackupCopiesAtMostJobsImagesAtOnce(t *testing.T) {
 	})
 	is := oadpv1alpha1.ImageStream{Name: "web", Namespace: "app"}
 	for range 6 {
-		is.DockerImageReferences = append(is.DockerImageReferences, reg.push(t, "app", "web", 1))
+		is.DockerImageReferences = append(is.DockerImageReferences, reg.push(t, "web"))
 	}
 	manifests.max.Store(0)
-	job, err := NewBackup(newStore(t), BackupSpec{Name: "b", Writer: "uid", ImageStreams: []oadpv1alpha1.ImageStream{is}, Host: reg.host(),
-		Options: copier.Options{Insecure: true, Jobs: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res := run(t, job); res.Outcome != Completed {
-		t.Fatalf("backup ended %v: %s", res.Outcome, res.Message)
-	}
+	backedUp(t, newStore(t), reg, []oadpv1alpha1.ImageStream{is}, copier.Options{Insecure: true, Jobs: 1})
 	if got := manifests.max.Load(); got != 1 {
 		t.Errorf("%d manifests were fetched at once with --jobs 1", got)
+	}
+}
+
+// Blobs under copier.SmallBlobSize move in slots of their own, SmallBlobsPerJob times --jobs,
+// because their pace is set by round trips; larger ones keep to --jobs, which bounds memory.
+func TestSmallBlobsMoveInSlotsOfTheirOwn(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		size        int64
+		least, most int64
+	}{
+		{"small blobs", 2048, 2, copier.SmallBlobsPerJob},
+		{"large blobs", copier.SmallBlobSize + 1, 1, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// Six layers of the size, and a small config; the layers are counted.
+			img, err := random.Image(tt.size, 6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			layers := map[string]bool{}
+			ls, err := img.Layers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range ls {
+				d, err := l.Digest()
+				if err != nil {
+					t.Fatal(err)
+				}
+				layers[d.String()] = true
+			}
+			var blobs peak
+			reg := newRegistry(t, func(_ http.ResponseWriter, r *http.Request) bool {
+				if _, digest, ok := strings.Cut(r.URL.Path, "/blobs/"); ok && r.Method == http.MethodGet && layers[digest] {
+					blobs.enter()
+					defer blobs.leave()
+					time.Sleep(20 * time.Millisecond)
+				}
+				return false
+			})
+			is := oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.write(t, "app", "web", img)}}
+			blobs.max.Store(0)
+			backedUp(t, newStore(t), reg, []oadpv1alpha1.ImageStream{is}, copier.Options{Insecure: true, Jobs: 1})
+			if got := blobs.max.Load(); got < tt.least || got > tt.most {
+				t.Errorf("%d layers were fetched at once with --jobs 1, want %d to %d", got, tt.least, tt.most)
+			}
+		})
 	}
 }
 
@@ -163,7 +209,7 @@ func TestEveryImageStreamWithFailuresIsCounted(t *testing.T) {
 		crowded.DockerImageReferences = append(crowded.DockerImageReferences, reg.missing("app", "crowded", i))
 	}
 	late := oadpv1alpha1.ImageStream{Name: "late", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{
-		reg.missing("app", "late", 100), reg.missing("app", "late", 101), reg.push(t, "app", "late", 1)}}
+		reg.missing("app", "late", 100), reg.missing("app", "late", 101), reg.push(t, "late")}}
 	job, err := NewBackup(newStore(t), BackupSpec{Name: "b", Writer: "uid", ImageStreams: []oadpv1alpha1.ImageStream{crowded, late}, Host: reg.host(),
 		Options: copier.Options{Insecure: true, Jobs: 1}})
 	if err != nil {
@@ -238,7 +284,7 @@ func TestAnInterruptedBackupKeepsItsMarkerAndACanceledOneGivesItUp(t *testing.T)
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := newRegistry(t, nil)
-			is := oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.push(t, "app", "web", 1)}}
+			is := oadpv1alpha1.ImageStream{Name: "web", Namespace: "app", DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.push(t, "web")}}
 			reg.hook = func(_ http.ResponseWriter, r *http.Request) bool {
 				<-r.Context().Done() // the copy hangs until it is stopped
 				return true
@@ -302,9 +348,9 @@ func TestARestoreSendsALayerItsImageStreamsShareOnce(t *testing.T) {
 	store := newStore(t)
 	var streams []oadpv1alpha1.ImageStream
 	for i := range 4 {
-		name := fmt.Sprintf("web%d", i)
-		streams = append(streams, oadpv1alpha1.ImageStream{Name: name, Namespace: "app",
-			DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.pushWith(t, "app", name, base)}})
+		stream := fmt.Sprintf("web%d", i)
+		streams = append(streams, oadpv1alpha1.ImageStream{Name: stream, Namespace: "app",
+			DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.pushWith(t, "app", stream, base)}})
 	}
 	opts := copier.Options{Insecure: true, Jobs: 4}
 	stored := backedUp(t, store, reg, streams, opts)
@@ -339,4 +385,112 @@ func backedUp(t *testing.T, store *imagestore.Store, reg *testRegistry, streams 
 		t.Fatal(err)
 	}
 	return stored
+}
+
+// TestAnotherRunOfARestoreAsksOnlyAboutWhatIsNew runs a restore twice, as Velero does when it
+// adds imagestreams to its ImageStreamsRestore: the second run sends no request for the
+// imagestream the first run restored, and restores the new one.
+func TestAnotherRunOfARestoreAsksOnlyAboutWhatIsNew(t *testing.T) {
+	reg := newRegistry(t, nil)
+	dir := t.TempDir() // each run closes its store: they open one each on the same bucket
+	store := openFileStore(t, dir)
+	var streams []oadpv1alpha1.ImageStream
+	for _, stream := range []string{"first", "second"} {
+		s := oadpv1alpha1.ImageStream{Name: stream, Namespace: "app"}
+		for i := range 3 {
+			ref := reg.push(t, stream)
+			ref.Tags = []string{fmt.Sprintf("v%d", i)}
+			s.DockerImageReferences = append(s.DockerImageReferences, ref)
+		}
+		streams = append(streams, s)
+	}
+	opts := copier.Options{Insecure: true, Jobs: 2}
+	stored := backedUp(t, store, reg, streams, opts)
+	store.Close()
+	var firstsRequests atomic.Int64
+	target := newRegistry(t, func(_ http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v2/app/first/") {
+			firstsRequests.Add(1)
+		}
+		return false
+	})
+	pushed := NewPushed()
+	runWith := func(spec *oadpv1alpha1.ImageStreamsRestoreSpec) Result {
+		t.Helper()
+		res := run(t, NewRestore(openFileStore(t, dir), RestoreSpec{Backup: stored, Restore: spec, Host: target.host(), Options: opts, Pushed: pushed}))
+		if res.Outcome != Completed {
+			t.Fatalf("restore ended %v: %s", res.Outcome, res.Message)
+		}
+		return res
+	}
+	runWith(&oadpv1alpha1.ImageStreamsRestoreSpec{ImageStreams: []oadpv1alpha1.ImageStream{{Name: "first", Namespace: "app"}}})
+	if firstsRequests.Load() == 0 {
+		t.Fatal("the first run sent nothing to app/first")
+	}
+	firstsRequests.Store(0)
+	res := runWith(&oadpv1alpha1.ImageStreamsRestoreSpec{ImageStreams: []oadpv1alpha1.ImageStream{{Name: "first", Namespace: "app"}, {Name: "second", Namespace: "app"}}})
+	if n := firstsRequests.Load(); n != 0 {
+		t.Errorf("the second run sent %d requests for app/first, which the first run restored", n)
+	}
+	if res.Progress.ImagesDone != 6 {
+		t.Errorf("the second run counted %d images done, want 6", res.Progress.ImagesDone)
+	}
+	for _, s := range streams {
+		for _, ref := range s.DockerImageReferences {
+			tag, err := name.NewTag(target.host()+"/app/"+s.Name+":"+ref.Tags[0], name.Insecure)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := remote.Head(tag)
+			if err != nil {
+				t.Fatalf("%s after the second run: %v", tag, err)
+			}
+			if !strings.HasSuffix(ref.DockerImageReference, d.Digest.String()) {
+				t.Errorf("%s is %s, want %s", tag, d.Digest, ref.DockerImageReference)
+			}
+		}
+	}
+}
+
+// TestARestoreIntoANewRepositoryTakesThreeRequestsAnImage counts what a restore of many small
+// images into a repository that does not exist asks of the registry: after the first image,
+// whose layer is sent, an image costs its config (a POST and a PUT) and one PUT of its manifest
+// by its tag. Nothing is looked for: the repository holds only what the restore put there.
+func TestARestoreIntoANewRepositoryTakesThreeRequestsAnImage(t *testing.T) {
+	reg := newRegistry(t, nil)
+	store := newStore(t)
+	base, err := random.Layer(4096, ggcrtypes.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const images = 10
+	s := oadpv1alpha1.ImageStream{Name: "web", Namespace: "app"}
+	for i := range images {
+		img, err := mutate.AppendLayers(empty.Image, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.Config(img, v1.Config{Labels: map[string]string{"build": fmt.Sprint(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		ref := reg.write(t, "app", "web", img)
+		ref.Tags = []string{fmt.Sprintf("v%d", i)}
+		s.DockerImageReferences = append(s.DockerImageReferences, ref)
+	}
+	opts := copier.Options{Insecure: true, Jobs: 2}
+	stored := backedUp(t, store, reg, []oadpv1alpha1.ImageStream{s}, opts)
+	var requests atomic.Int64
+	target := newRegistry(t, func(_ http.ResponseWriter, r *http.Request) bool {
+		requests.Add(1)
+		return false
+	})
+	if res := run(t, NewRestore(store, RestoreSpec{Backup: stored, Restore: &oadpv1alpha1.ImageStreamsRestoreSpec{}, Host: target.host(), Options: opts})); res.Outcome != Completed {
+		t.Fatalf("restore ended %v: %s", res.Outcome, res.Message)
+	}
+	// Once for the restore: a ping of each of the three clients (tag list, blob writer,
+	// config uploader), the tag list, and the layer's HEAD, POST, PATCH and PUT.
+	const once = 3 + 1 + 4
+	if got, most := requests.Load(), int64(3*images+once); got > most {
+		t.Errorf("the restore sent %d requests for %d images, want at most %d", got, images, most)
+	}
 }

@@ -23,6 +23,9 @@ type RestoreSpec struct {
 	// Host is the internal registry the images are pushed to.
 	Host    string
 	Options copier.Options
+	// Pushed, when set, holds what earlier runs of this restore pushed: those images are
+	// counted done without a request, and this run's pushes are added.
+	Pushed *Pushed
 }
 
 // Restore pushes the images of a stored backup into the internal registry. Imagestreams are
@@ -32,6 +35,8 @@ type Restore struct {
 	spec   RestoreSpec
 	store  *imagestore.Store
 	pusher atomic.Pointer[copier.Pusher]
+	// remembered counts the images an earlier run pushed.
+	remembered atomic.Int64
 
 	tally
 }
@@ -71,10 +76,16 @@ func (r *Restore) Run(ctx context.Context, started StartedFunc) Result {
 	return r.final(r.decide(ctx), p.Stats())
 }
 
-// pushAll pushes every group, at most Options.Jobs imagestreams at once.
+// imageStreamsPerJob is how many imagestreams a restore pushes at once for each of
+// Options.Jobs. A push is mostly small requests (a manifest, a config, tags), each of which
+// waits for the registry to write and sync a few files; the layers it sends take the transfer
+// slots, Options.Jobs at once, which bound the memory.
+const imageStreamsPerJob = 8
+
+// pushAll pushes every group, imageStreamsPerJob times Options.Jobs imagestreams at once.
 func (r *Restore) pushAll(ctx context.Context, p *copier.Pusher, groups map[[2]string][]restoreItem) {
 	var g errgroup.Group
-	g.SetLimit(jobs(r.spec.Options))
+	g.SetLimit(imageStreamsPerJob * jobs(r.spec.Options))
 	for k, items := range groups {
 		if ctx.Err() != nil {
 			break
@@ -102,11 +113,17 @@ func (r *Restore) pushImageStream(ctx context.Context, p *copier.Pusher, k [2]st
 		if err == nil {
 			err = repoErr
 		}
+		if err == nil && r.spec.Pushed.has(repo.String(), it.entry.Descriptor.Digest, it.tags) {
+			r.remembered.Add(1)
+			r.done.Add(1)
+			continue
+		}
 		if err == nil {
 			err = p.Push(ctx, it.entry.Descriptor, repo, it.tags)
 		}
 		switch {
 		case err == nil:
+			r.spec.Pushed.add(repo.String(), it.entry.Descriptor.Digest, it.tags)
 			r.done.Add(1)
 		case ctx.Err() == nil:
 			r.fail(ctx, it.entry.Namespace, it.entry.ImageStream, it.entry.Reference, err)
@@ -124,6 +141,10 @@ func (r *Restore) decide(ctx context.Context) Result {
 	st := r.pusher.Load().Stats()
 	outcome := outcomeOf(total, failed)
 	res := Result{Outcome: outcome, Reason: reasonOf(outcome), Message: fmt.Sprintf("pushed %d images: %d bytes sent, %d bytes already in the registry", total, st.BytesUploaded, st.BytesSkipped)}
+	if n := r.remembered.Load(); n > 0 {
+		res.Message = fmt.Sprintf("pushed %d images (%d of them by an earlier run of this restore): %d bytes sent, %d bytes already in the registry",
+			total, n, st.BytesUploaded, st.BytesSkipped)
+	}
 	switch {
 	case outcome == Failed:
 		res.Message = fmt.Sprintf("all %d images failed; see status.failures", total)
@@ -160,10 +181,15 @@ func selectImages(spec *oadpv1alpha1.ImageStreamsRestoreSpec, entries []imagesto
 			groups[k] = append(groups[k], restoreItem{entry: e, tags: e.Tags})
 		}
 	}
+	byImageStream := map[[2]string][]imagestore.Entry{}
+	for _, e := range entries {
+		k := [2]string{e.Namespace, e.ImageStream}
+		byImageStream[k] = append(byImageStream[k], e)
+	}
 	for i := range spec.ImageStreams {
 		is := &spec.ImageStreams[i]
 		k := [2]string{is.NamespaceOrDefault(), is.Name}
-		groups[k] = append(groups[k], selectOf(is, k, entries)...)
+		groups[k] = append(groups[k], selectOf(is, k, byImageStream[k])...)
 	}
 	for k := range groups {
 		slices.Reverse(groups[k])
@@ -171,14 +197,9 @@ func selectImages(spec *oadpv1alpha1.ImageStreamsRestoreSpec, entries []imagesto
 	return groups
 }
 
-// selectOf picks the images of imagestream k that is lists: all of them when it lists none.
-func selectOf(is *oadpv1alpha1.ImageStream, k [2]string, entries []imagestore.Entry) []restoreItem {
-	var have []imagestore.Entry
-	for _, e := range entries {
-		if e.Namespace == k[0] && e.ImageStream == k[1] {
-			have = append(have, e)
-		}
-	}
+// selectOf picks the images of imagestream k that is lists, from have, the backup's entries of
+// k: all of them when it lists none.
+func selectOf(is *oadpv1alpha1.ImageStream, k [2]string, have []imagestore.Entry) []restoreItem {
 	var out []restoreItem
 	if len(is.DockerImageReferences) == 0 {
 		if len(have) == 0 {
