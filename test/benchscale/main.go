@@ -45,11 +45,20 @@ var (
 	rounds       = flag.Int("rounds", 3, "backups timed without a plugin, with one that does nothing and with ours, each")
 	logs         = flag.String("logs", "", "directory to copy velero's and the worker's logs into at the end")
 	withRestore  = flag.Bool("restore", true, "restore everything at the end")
+	profile      = flag.String("profile", "", "directory to write CPU profiles of the worker's first -profile-seconds of the backup and of the restore into")
+	profileFor   = flag.Int("profile-seconds", 60, "seconds each -profile profile covers")
 )
+
+// pprofAddress is where the worker serves its profiles with -profile; the stack runs in a
+// network namespace of its own, so the port is free.
+const pprofAddress = "127.0.0.1:6061"
 
 func main() {
 	flag.Parse()
 	s := &stack.Stack{WorkerFlags: []string{"--progress-interval", "10s"}} // the worker's default
+	if *profile != "" {
+		s.WorkerFlags = append(s.WorkerFlags, "--pprof-bind-address", pprofAddress)
+	}
 	stack.Main(s, "bench-scale", func(s *stack.Stack) {
 		if *logs != "" {
 			defer func() {
@@ -123,8 +132,11 @@ func run(s *stack.Stack) {
 	}
 
 	step("velero backup of all %d imagestreams (%d image references)", *imageStreams, *imageStreams**tags)
-	writesBefore := apiWrites(ctx, s)
+	writesBefore, cpuBefore := apiWrites(ctx, s), readCPUTimes()
+	waitProfile := startProfile("worker-backup")
 	full := timeBackup(s, fullBackup, all)
+	waitProfile()
+	backupCPU := readCPUTimes().minus(cpuBefore)
 	if full.phase != velerov1.BackupPhaseCompleted {
 		panic(fmt.Sprintf("the backup of %d imagestreams ended %s", *imageStreams, full.phase))
 	}
@@ -132,7 +144,7 @@ func run(s *stack.Stack) {
 	rss := s.WorkerPeakRSS()
 	isbs := &oadpv1alpha1.ImageStreamsBackupList{}
 	check(c.List(ctx, isbs, client.InNamespace(stack.VeleroNamespace), client.MatchingLabels{"velero.io/backup-name": fullBackup}))
-	var images, uploaded int64
+	var images, uploaded, blobs int64
 	largestISB, largestISBName := 0, ""
 	for _, isb := range isbs.Items {
 		if isb.Status.Phase != oadpv1alpha1.BackupPhaseCompleted {
@@ -142,6 +154,7 @@ func run(s *stack.Stack) {
 			isb.Status.StartTimestamp.Format("15:04:05"), isb.Status.CompletionTimestamp.Format("15:04:05"))
 		images += isb.Status.Progress.ImagesDone
 		uploaded += isb.Status.Progress.BytesUploaded
+		blobs += isb.Status.Progress.BlobsUploaded
 		if n := objectSize(ctx, s, "imagestreamsbackups", isb.Name); n > largestISB {
 			largestISB, largestISBName = n, isb.Name
 		}
@@ -185,6 +198,8 @@ func run(s *stack.Stack) {
 	fmt.Fprintf(tw, "backup of %d imagestreams, %d image references\t%s (%d ImageStreamsBackups, %d images, %.1f MiB uploaded)\n",
 		*imageStreams, *imageStreams**tags, full.total.Round(100*time.Millisecond), len(isbs.Items), images, float64(uploaded)/(1<<20))
 	fmt.Fprintf(tw, "  item collection by velero and the plugin\t%s\n", full.collection.Round(100*time.Millisecond))
+	fmt.Fprintf(tw, "  images/s, blobs/s\t%.0f, %.0f (%d blobs stored)\n", float64(images)/full.total.Seconds(), float64(blobs)/full.total.Seconds(), blobs)
+	fmt.Fprintf(tw, "  CPU used\t%s\n", backupCPU)
 	fmt.Fprintf(tw, "  worker peak RSS\t%.1f MiB\n", float64(rss)/(1<<20))
 	fmt.Fprintf(tw, "  API writes to our kinds\t%d (%s)\n", writes.total(), writes)
 	fmt.Fprintf(tw, "largest ImageStreamsBackup\t%.1f KiB (%s)\n", float64(largestISB)/1024, largestISBName)
@@ -204,6 +219,8 @@ func run(s *stack.Stack) {
 	for _, ns := range all {
 		mappings = append(mappings, ns+":restored-"+strings.TrimPrefix(ns, "scale-"))
 	}
+	writesBefore, cpuBefore = apiWrites(ctx, s), readCPUTimes()
+	waitProfile = startProfile("worker-restore")
 	t0 := time.Now()
 	s.Run("restore", "create", fullBackup, "--from-backup", fullBackup, "--namespace-mappings", strings.Join(mappings, ","))
 	var restore velerov1.Restore
@@ -218,6 +235,8 @@ func run(s *stack.Stack) {
 		return false
 	})
 	restoreTime := time.Since(t0)
+	waitProfile()
+	restoreCPU, restoreWrites := readCPUTimes().minus(cpuBefore), apiWrites(ctx, s).minus(writesBefore)
 	if restore.Status.Phase != velerov1.RestorePhaseCompleted {
 		panic(fmt.Sprintf("the restore ended %s", restore.Status.Phase))
 	}
@@ -234,6 +253,21 @@ func run(s *stack.Stack) {
 
 	fmt.Fprintf(tw, "largest ImageStreamsRestore\t%.1f KiB\n", float64(largestISR)/1024)
 	fmt.Fprintf(tw, "restore of %d imagestreams, %d images pushed\t%s\n", *imageStreams, isr.Status.Progress.ImagesDone, restoreTime.Round(100*time.Millisecond))
+	// Each run of the restore counts its own blobs; the restore brings back the blobs the
+	// backup stored.
+	fmt.Fprintf(tw, "  images/s, blobs/s\t%.0f, %.0f (the %d blobs stored)\n", float64(isr.Status.Progress.ImagesDone)/restoreTime.Seconds(),
+		float64(blobs)/restoreTime.Seconds(), blobs)
+	fmt.Fprintf(tw, "  CPU used\t%s\n", restoreCPU)
+	fmt.Fprintf(tw, "  worker peak RSS\t%.1f MiB\n", float64(s.WorkerPeakRSS())/(1<<20))
+	fmt.Fprintf(tw, "  API writes to our kinds\t%d (%s)\n", restoreWrites.total(), restoreWrites)
+}
+
+// startProfile profiles the worker with -profile; the returned function waits for the profile.
+func startProfile(label string) (wait func()) {
+	if *profile == "" {
+		return func() {}
+	}
+	return profileWorker(pprofAddress, *profile, label, *profileFor)
 }
 
 type backupTimes struct {
