@@ -2,10 +2,8 @@ package copier
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,7 +11,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
@@ -43,7 +40,7 @@ type Pusher struct {
 	// fresh says of each repository looked at whether it had no tags then: what is in it now
 	// this Pusher put there, and a manifest or config need not be looked for.
 	fresh map[string]bool
-	// sent are the repository@digest of the manifests and configs this Pusher put.
+	// sent are the repository@digest of the manifests, configs and layers this Pusher put.
 	sent map[string]bool
 	// sending are the layers a push of this Pusher is sending; closed when it has ended.
 	sending map[v1.Hash]chan struct{}
@@ -192,8 +189,10 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 }
 
 // isFresh reports whether repo had no tags when this Pusher first looked: one tag list a
-// repository instead of a manifest HEAD and a config HEAD an image. A registry that does not
-// answer counts the repository as not fresh, which only costs those requests.
+// repository instead of a manifest HEAD and a config HEAD an image. An image found in such a
+// repository would only have spared a config and a manifest put, as layers are looked for
+// anyway; a registry that does not answer counts the repository as not fresh, which costs
+// only those requests.
 func (p *Pusher) isFresh(ctx context.Context, repo name.Repository) bool {
 	p.mu.Lock()
 	fresh, ok := p.fresh[repo.String()]
@@ -201,15 +200,40 @@ func (p *Pusher) isFresh(ctx context.Context, repo name.Repository) bool {
 	if ok {
 		return fresh
 	}
-	_, err := p.rl.List(ctx, repo)
-	var terr *transport.Error
-	fresh = errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound
+	tagged, err := p.up.hasTags(ctx, repo)
+	fresh = err == nil && !tagged
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if _, ok := p.fresh[repo.String()]; !ok {
 		p.fresh[repo.String()] = fresh
 	}
 	return p.fresh[repo.String()]
+}
+
+// sendLayer gives repo the layer unless this Pusher did already: a layer it pushed to another
+// repository is mounted from there with one request, else go-containerregistry looks for it
+// and sends it.
+func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, repo name.Repository) error {
+	h, err := l.Digest()
+	if err != nil {
+		return err
+	}
+	if p.wasSent(repo, h) {
+		return nil
+	}
+	mounted := false
+	if ml, ok := l.(*remote.MountableLayer); ok {
+		if mounted, err = p.up.mount(ctx, repo, ml.Reference.Context(), h); err != nil {
+			return fmt.Errorf("mounting layer %s into %s: %w", h, repo, err)
+		}
+	}
+	if !mounted {
+		if err := p.rp.Upload(ctx, repo, l); err != nil {
+			return err
+		}
+	}
+	p.markSent(repo, h)
+	return nil
 }
 
 // sendConfig sends the image's config to repo unless this Pusher sent it there, or, in a
@@ -241,7 +265,7 @@ func (p *Pusher) sendConfig(ctx context.Context, img v1.Image, repo name.Reposit
 	return nil
 }
 
-// wasSent reports whether this Pusher put the manifest or config h into repo.
+// wasSent reports whether this Pusher put the manifest, config or layer h into repo.
 func (p *Pusher) wasSent(repo name.Repository, h v1.Hash) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -300,7 +324,7 @@ func (p *Pusher) pushImage(ctx context.Context, img v1.Image, desc v1.Descriptor
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(p.opts.jobs())
 	for _, l := range wrapped.layers {
-		g.Go(func() error { return p.rp.Upload(gctx, repo, l) })
+		g.Go(func() error { return p.sendLayer(gctx, l, repo) })
 	}
 	g.Go(func() error { return p.sendConfig(gctx, img, repo, fresh) })
 	if err := g.Wait(); err != nil {

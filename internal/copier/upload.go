@@ -3,8 +3,11 @@ package copier
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -12,11 +15,14 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
-// uploader sends a blob held in memory, such as an image's config, in two requests: a POST
-// that opens an upload and a PUT that carries the bytes and the digest (the distribution
-// spec's monolithic upload). go-containerregistry's writer streams every blob, which takes a
-// HEAD, a POST, a PATCH and a PUT; a restore of many small images is bound by the registry's
-// cost per request, and a config is one blob of each image.
+// uploader makes the registry requests of a restore that go-containerregistry makes in more
+// requests than the protocol needs; a restore of many small images is bound by the registry's
+// cost per request. It sends a blob held in memory, such as an image's config, in two
+// requests: a POST that opens an upload and a PUT that carries the bytes and the digest (the
+// distribution spec's monolithic upload), where go-containerregistry's writer streams every
+// blob in four (HEAD, POST, PATCH, PUT). It mounts a blob with one POST, where
+// go-containerregistry looks for it first. And it lists a repository's tags through the same
+// authenticated transport.
 type uploader struct {
 	transports *transports
 	backoff    remote.Backoff
@@ -80,18 +86,77 @@ func (u *uploader) upload(ctx context.Context, repo name.Repository, h v1.Hash, 
 	})
 }
 
-func (u *uploader) do(ctx context.Context, repo name.Repository, method, url string, body []byte) (*http.Response, error) {
+// hasTags reports whether repo has a tag; a repository the registry does not know has none.
+func (u *uploader) hasTags(ctx context.Context, repo name.Repository) (bool, error) {
+	var tagged bool
+	err := retry(ctx, u.backoff, func() error {
+		list := fmt.Sprintf("%s://%s/v2/%s/tags/list?n=1", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr())
+		resp, err := u.do(ctx, repo, http.MethodGet, list, nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound {
+			tagged = false
+			return nil
+		}
+		if err := transport.CheckError(resp, http.StatusOK); err != nil {
+			return err
+		}
+		var tags struct {
+			Tags []string `json:"tags"`
+		}
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&tags); err != nil {
+			return fmt.Errorf("reading the tags of %s: %w", repo, err)
+		}
+		tagged = len(tags.Tags) > 0
+		return nil
+	})
+	return tagged, err
+}
+
+// mount asks the registry to give repo the blob h that repository from has. It reports false
+// when the registry opened an upload instead (it may not mount from there), which it then
+// cancels: the caller sends the blob.
+func (u *uploader) mount(ctx context.Context, repo, from name.Repository, h v1.Hash) (bool, error) {
+	var mounted bool
+	err := retry(ctx, u.backoff, func() error {
+		q := url.Values{"mount": {h.String()}, "from": {from.RepositoryStr()}}
+		resp, err := u.do(ctx, repo, http.MethodPost, blobsURL(repo)+"uploads/?"+q.Encode(), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusCreated:
+			mounted = true
+			return nil
+		case http.StatusAccepted:
+			mounted = false
+			if loc, err := resp.Location(); err == nil {
+				if resp, err := u.do(ctx, repo, http.MethodDelete, loc.String(), nil); err == nil {
+					resp.Body.Close()
+				}
+			}
+			return nil
+		}
+		return transport.CheckError(resp, http.StatusCreated)
+	})
+	return mounted, err
+}
+
+func (u *uploader) do(ctx context.Context, repo name.Repository, method, target string, body []byte) (*http.Response, error) {
 	t, err := u.transports.get(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	req, err := http.NewRequestWithContext(ctx, method, target, nil)
 	if err != nil {
 		return nil, err
 	}
 	if body != nil {
 		// A bytes.Reader body can be sent again: the retrying transport rewinds it.
-		req, err = http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+		req, err = http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
 		}
