@@ -50,7 +50,7 @@ func main() {
 		"User name sent with the registry token.")
 	flag.IntVar(&o.Registry.Jobs, "jobs", copier.DefaultJobs,
 		"Blobs of 1 MiB or more, and images of a backup, copied at once; "+
-			"smaller blobs four times as many, imagestreams of a restore eight times as many.")
+			"smaller blobs, and imagestreams of a restore, four times as many.")
 	flag.DurationVar(&o.ProgressInterval, "progress-interval", 10*time.Second,
 		"How often a running copy writes its counters to status.")
 	flag.DurationVar(&o.RetryInterval, "retry-interval", 30*time.Second,

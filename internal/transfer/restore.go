@@ -80,7 +80,7 @@ func (r *Restore) Run(ctx context.Context, started StartedFunc) Result {
 // Options.Jobs. A push is mostly small requests (a manifest, a config, tags), each of which
 // waits for the registry to write and sync a few files; the layers it sends take the transfer
 // slots, Options.Jobs at once, which bound the memory.
-const imageStreamsPerJob = 8
+const imageStreamsPerJob = 4
 
 // pushAll pushes every group, imageStreamsPerJob times Options.Jobs imagestreams at once.
 func (r *Restore) pushAll(ctx context.Context, p *copier.Pusher, groups map[[2]string][]restoreItem) {
