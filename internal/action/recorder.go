@@ -174,12 +174,11 @@ func (r *recorder[E]) startLocked(q *queue[E]) {
 func (r *recorder[E]) drain(q *queue[E]) {
 	for {
 		r.mu.Lock()
-		delay := time.Until(q.lastWrite.Add(r.spacing))
-		r.mu.Unlock()
-		if r.spacing > 0 && delay > 0 {
+		if delay := time.Until(q.lastWrite.Add(r.spacing)); r.spacing > 0 && delay > 0 {
+			r.mu.Unlock()
 			time.Sleep(delay)
+			r.mu.Lock()
 		}
-		r.mu.Lock()
 		q.lastWrite = time.Now()
 		entries, touched := q.entries, q.touched
 		q.entries, q.touched = nil, false

@@ -37,8 +37,8 @@ type Pusher struct {
 
 	mu     sync.Mutex
 	pushed map[v1.Hash]name.Repository // blob -> a repository of this registry that has it
-	// fresh says of each repository looked at whether it had no tags then: what is in it now
-	// this Pusher put there, and a manifest or config need not be looked for.
+	// fresh says of each repository looked at whether it had no tags then, so that a manifest
+	// or config need not be looked for in it (see isFresh).
 	fresh map[string]bool
 	// sent are the repository@digest of the manifests, configs and layers this Pusher put.
 	sent map[string]bool

@@ -174,17 +174,18 @@ type restoreItem struct {
 // grouped by imagestream, oldest first: entries are recorded newest first, as imagestream
 // history lists them, so pushing oldest first leaves a tag that moved on its newest image.
 func selectImages(spec *oadpv1alpha1.ImageStreamsRestoreSpec, entries []imagestore.Entry) map[[2]string][]restoreItem {
-	groups := map[[2]string][]restoreItem{}
-	if len(spec.ImageStreams) == 0 {
-		for _, e := range entries {
-			k := [2]string{e.Namespace, e.ImageStream}
-			groups[k] = append(groups[k], restoreItem{entry: e, tags: e.Tags})
-		}
-	}
 	byImageStream := map[[2]string][]imagestore.Entry{}
 	for _, e := range entries {
 		k := [2]string{e.Namespace, e.ImageStream}
 		byImageStream[k] = append(byImageStream[k], e)
+	}
+	groups := map[[2]string][]restoreItem{}
+	if len(spec.ImageStreams) == 0 {
+		for k, es := range byImageStream {
+			for _, e := range es {
+				groups[k] = append(groups[k], restoreItem{entry: e, tags: e.Tags})
+			}
+		}
 	}
 	for i := range spec.ImageStreams {
 		is := &spec.ImageStreams[i]
