@@ -32,8 +32,8 @@ type Pusher struct {
 	up     *uploader
 	counts counters
 	// slots bound the layers sent at once, shared with every Copier and Pusher given the same
-	// Options.Slots.
-	slots chan struct{}
+	// Options.Slots; small bounds those under SmallBlobSize (Options.SmallSlots).
+	slots, small chan struct{}
 
 	mu     sync.Mutex
 	pushed map[v1.Hash]name.Repository // blob -> a repository of this registry that has it
@@ -69,7 +69,11 @@ func NewPusher(ctx context.Context, store *imagestore.Store, opts Options) (*Pus
 	if slots == nil {
 		slots = make(chan struct{}, opts.jobs())
 	}
-	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), rp: p, rl: rl, up: up, slots: slots,
+	small := opts.SmallSlots
+	if small == nil {
+		small = make(chan struct{}, SmallBlobsPerJob*opts.jobs())
+	}
+	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), rp: p, rl: rl, up: up, slots: slots, small: small,
 		pushed: map[v1.Hash]name.Repository{}, sending: map[v1.Hash]chan struct{}{}, fresh: map[string]bool{}, sent: map[string]bool{}}, nil
 }
 
@@ -211,9 +215,9 @@ func (p *Pusher) isFresh(ctx context.Context, repo name.Repository) bool {
 }
 
 // sendLayer gives repo the layer unless this Pusher did already: a layer it pushed to another
-// repository is mounted from there with one request, else go-containerregistry looks for it
-// and sends it.
-func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, repo name.Repository) error {
+// repository is mounted from there with one request, a small one is sent whole in two (see
+// sendSmall), and go-containerregistry looks for any other and streams it.
+func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, cl *countingLayer, repo name.Repository, fresh bool) error {
 	h, err := l.Digest()
 	if err != nil {
 		return err
@@ -227,13 +231,43 @@ func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, repo name.Repository
 			return fmt.Errorf("mounting layer %s into %s: %w", h, repo, err)
 		}
 	}
-	if !mounted {
+	switch {
+	case mounted:
+	case cl.size < SmallBlobSize:
+		if err := p.sendSmall(ctx, cl, repo, h, fresh); err != nil {
+			return fmt.Errorf("pushing layer %s to %s: %w", h, repo, err)
+		}
+	default:
 		if err := p.rp.Upload(ctx, repo, l); err != nil {
 			return err
 		}
 	}
 	p.markSent(repo, h)
 	return nil
+}
+
+// sendSmall sends a layer under SmallBlobSize as the uploader sends a config: read whole and
+// verified, then in one POST and one PUT, where go-containerregistry streams it in four
+// requests. A repository that is not fresh is asked for it first. Small layers move in slots of
+// their own, as in a backup: they cost their size in memory, and their pace is the registry's
+// per request.
+func (p *Pusher) sendSmall(ctx context.Context, cl *countingLayer, repo name.Repository, h v1.Hash, fresh bool) error {
+	select {
+	case p.small <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-p.small }()
+	if !fresh {
+		if has, err := p.up.has(ctx, repo, h); err != nil || has {
+			return err
+		}
+	}
+	data, err := cl.readAll()
+	if err != nil {
+		return err
+	}
+	return p.up.upload(ctx, repo, h, data)
 }
 
 // sendConfig sends the image's config to repo unless this Pusher sent it there, or, in a
@@ -300,7 +334,8 @@ func (p *Pusher) countPresent(img v1.Image, desc v1.Descriptor) error {
 // remote.Write would check it again.
 func (p *Pusher) pushImage(ctx context.Context, img v1.Image, desc v1.Descriptor, repo name.Repository, put []name.Reference, fresh bool) error {
 	// Images pushed at once often share layers (a base image): a layer another push is
-	// sending is waited for and then mounted, not sent twice.
+	// sending is waited for and then mounted, not sent twice. Only that layer waits: the
+	// image's own layers and config go meanwhile.
 	layers, err := img.Layers()
 	if err != nil {
 		return err
@@ -310,44 +345,53 @@ func (p *Pusher) pushImage(ctx context.Context, img v1.Image, desc v1.Descriptor
 	if err != nil {
 		return err
 	}
-	for _, sent := range others {
-		select {
-		case <-sent:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	wrapped, err := p.mountable(ctx, img, repo)
-	if err != nil {
-		return err
-	}
+	counted := make([]*countingLayer, len(layers))
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(p.opts.jobs())
-	for _, l := range wrapped.layers {
-		g.Go(func() error { return p.sendLayer(gctx, l, repo) })
+	g.SetLimit(SmallBlobsPerJob * p.opts.jobs())
+	for i, l := range layers {
+		g.Go(func() error {
+			h, err := l.Digest()
+			if err != nil {
+				return err
+			}
+			if sent, ok := others[h]; ok {
+				select {
+				case <-sent:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+			var send v1.Layer
+			send, counted[i], err = p.mountable(ctx, l, h, repo)
+			if err != nil {
+				return err
+			}
+			return p.sendLayer(gctx, send, counted[i], repo, fresh)
+		})
 	}
 	g.Go(func() error { return p.sendConfig(gctx, img, repo, fresh) })
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("pushing image %s@%s: %w", repo, desc.Digest, err)
 	}
 	for _, ref := range put {
-		if err := p.rp.Put(ctx, ref, wrapped); err != nil {
+		if err := p.rp.Put(ctx, ref, img); err != nil {
 			return fmt.Errorf("pushing image %s: %w", ref, err)
 		}
 	}
 	p.counts.add(desc.Size, true)
-	p.record(wrapped, repo)
+	p.record(counted, repo)
 	p.markSent(repo, desc.Digest)
 	return nil
 }
 
 // claim marks the layers that no push of this Pusher has sent or is sending as sent by the
-// caller (mine, for release), and returns the sends of other pushes to wait for. One call
-// claims all at once, so a push only waits for pushes that claimed before it: no two pushes
-// wait for each other.
-func (p *Pusher) claim(layers []v1.Layer) (mine []v1.Hash, others []chan struct{}, err error) {
+// caller (mine, for release), and returns the sends of other pushes to wait for, by layer. One
+// call claims all at once, so a push only waits for pushes that claimed before it: no two
+// pushes wait for each other.
+func (p *Pusher) claim(layers []v1.Layer) (mine []v1.Hash, others map[v1.Hash]chan struct{}, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	others = map[v1.Hash]chan struct{}{}
 	for _, l := range layers {
 		h, err := l.Digest()
 		if err != nil {
@@ -357,7 +401,7 @@ func (p *Pusher) claim(layers []v1.Layer) (mine []v1.Hash, others []chan struct{
 			continue
 		}
 		if sent, ok := p.sending[h]; ok {
-			others = append(others, sent)
+			others[h] = sent
 			continue
 		}
 		p.sending[h] = make(chan struct{})
@@ -376,42 +420,28 @@ func (p *Pusher) release(mine []v1.Hash) {
 	}
 }
 
-// mountable wraps img so that each layer counts the bytes it sends, holds a transfer slot
-// while it is sent and, when this Pusher already pushed it to another repository of the same
-// registry, is mounted from there.
-func (p *Pusher) mountable(ctx context.Context, img v1.Image, repo name.Repository) (*countingImage, error) {
-	layers, err := img.Layers()
+// mountable wraps layer l, whose digest is h, so that it counts the bytes it sends, holds a
+// transfer slot while it is sent and, when this Pusher already pushed it to another repository
+// of the same registry, is mounted from there. It returns the layer to send and its count.
+func (p *Pusher) mountable(ctx context.Context, l v1.Layer, h v1.Hash, repo name.Repository) (v1.Layer, *countingLayer, error) {
+	size, err := l.Size()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	out := &countingImage{Image: img}
+	cl := &countingLayer{Layer: l, counts: &p.counts, size: size, ctx: ctx, slots: p.slots}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, l := range layers {
-		h, err := l.Digest()
-		if err != nil {
-			return nil, err
-		}
-		size, err := l.Size()
-		if err != nil {
-			return nil, err
-		}
-		cl := &countingLayer{Layer: l, counts: &p.counts, size: size, ctx: ctx, slots: p.slots}
-		out.counted = append(out.counted, cl)
-		if from, ok := p.pushed[h]; ok && from.RegistryStr() == repo.RegistryStr() && from.String() != repo.String() {
-			out.layers = append(out.layers, &remote.MountableLayer{Layer: cl, Reference: from.Digest(h.String())})
-		} else {
-			out.layers = append(out.layers, cl)
-		}
+	if from, ok := p.pushed[h]; ok && from.RegistryStr() == repo.RegistryStr() && from.String() != repo.String() {
+		return &remote.MountableLayer{Layer: cl, Reference: from.Digest(h.String())}, cl, nil
 	}
-	return out, nil
+	return cl, cl, nil
 }
 
-// record notes where img's layers now are and counts the ones never read as skipped.
-func (p *Pusher) record(img *countingImage, repo name.Repository) {
+// record notes where the image's layers now are and counts the ones never read as skipped.
+func (p *Pusher) record(counted []*countingLayer, repo name.Repository) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, l := range img.counted {
+	for _, l := range counted {
 		if h, err := l.Digest(); err == nil {
 			p.pushed[h] = repo
 		}
@@ -420,14 +450,6 @@ func (p *Pusher) record(img *countingImage, repo name.Repository) {
 		}
 	}
 }
-
-type countingImage struct {
-	v1.Image
-	layers  []v1.Layer
-	counted []*countingLayer
-}
-
-func (i *countingImage) Layers() ([]v1.Layer, error) { return i.layers, nil }
 
 // countingLayer counts the layer as uploaded once the registry asks for its bytes, and holds
 // one of slots from then until the bytes are closed.
@@ -453,13 +475,39 @@ func (l *countingLayer) Compressed() (io.ReadCloser, error) {
 		release()
 		return nil, err
 	}
-	if l.read.CompareAndSwap(false, true) {
-		l.counts.add(l.size, true)
-	}
+	l.countRead()
 	// The slot goes back when the bytes are closed or read to their end, or at the latest
 	// with the push: a body a failed request never closes holds it no longer.
 	stop := context.AfterFunc(l.ctx, release)
 	return &slotReader{ReadCloser: rc, release: func() { stop(); release() }}, nil
+}
+
+// readAll reads the whole layer, verified, without taking a transfer slot: the caller holds a
+// slot of small blobs.
+func (l *countingLayer) readAll() ([]byte, error) {
+	rc, err := l.Layer.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	// One byte past the size: the store verifies the digest when its reader reaches the end,
+	// and a reader cut at the size would never get there.
+	data, err := io.ReadAll(io.LimitReader(rc, l.size+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) != l.size {
+		return nil, fmt.Errorf("layer is %d bytes, want %d", len(data), l.size)
+	}
+	l.countRead()
+	return data, nil
+}
+
+// countRead counts the layer as uploaded the first time its bytes are read.
+func (l *countingLayer) countRead() {
+	if l.read.CompareAndSwap(false, true) {
+		l.counts.add(l.size, true)
+	}
 }
 
 // slotReader gives its transfer slot back when it is closed or read to its end.

@@ -63,8 +63,8 @@ type Options struct {
 	// channel, in place of each Copier's own Jobs: a worker backing up twenty parts at once
 	// then holds the memory of cap(Slots) transfers, not of twenty times Jobs.
 	Slots chan struct{}
-	// SmallSlots does for small blobs what Slots does for the others; each Copier has
-	// SmallBlobsPerJob times Jobs of its own when nil.
+	// SmallSlots does for small blobs what Slots does for the others; each Copier and Pusher
+	// has SmallBlobsPerJob times Jobs of its own when nil.
 	SmallSlots chan struct{}
 	// Backoff paces retries of failed requests and interrupted transfers.
 	Backoff remote.Backoff
@@ -114,7 +114,8 @@ func (o *Options) NameOptions() []name.Option {
 }
 
 // roundTripper is the HTTP transport to the registry: TLS verified against the system roots
-// plus CACert, enough idle connections for Jobs parallel transfers, and retries of 5xx/429.
+// plus CACert, an idle connection kept for every blob that may move at once (Jobs large and
+// SmallBlobsPerJob times Jobs small), and retries of 5xx/429.
 func (o *Options) roundTripper() (http.RoundTripper, error) {
 	tlsConfig, err := bucket.TLSConfig(o.CACert, o.Insecure)
 	if err != nil {
@@ -122,7 +123,7 @@ func (o *Options) roundTripper() (http.RoundTripper, error) {
 	}
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.TLSClientConfig = tlsConfig
-	base.MaxIdleConnsPerHost = 2 * o.jobs()
+	base.MaxIdleConnsPerHost = (1 + SmallBlobsPerJob) * o.jobs()
 	return &retryTransport{inner: base, backoff: o.backoff()}, nil
 }
 
