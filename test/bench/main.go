@@ -69,9 +69,10 @@ func main() {
 	jobs := flag.Int("jobs", 4, "blobs our copier moves at once")
 	rounds := flag.Int("rounds", 3, "times each measurement runs; the table shows the median")
 	scale := flag.Int64("layer-mib", 256, "size of each of the four large layers in scenario (a)")
-	profiles := flag.String("profile", "", "directory for CPU profiles of our restores, one a scenario and round (go tool pprof)")
+	only := flag.String("scenarios", "abc", "the scenarios to measure, by letter: (a) large layers, (b) small blobs, (c) shared layers")
+	profiles := flag.String("profile", "", "directory for CPU profiles of our backups and restores, one a scenario and round (go tool pprof)")
 	flag.Parse()
-	if err := run(peerTools{crane: *crane, skopeo: *skopeo, oras: *oras, regctl: *regctl, profiles: *profiles}, *jobs, *rounds, *scale<<20); err != nil {
+	if err := run(peerTools{crane: *crane, skopeo: *skopeo, oras: *oras, regctl: *regctl, profiles: *profiles}, *jobs, *rounds, *scale<<20, *only); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -79,23 +80,27 @@ func main() {
 // peerTools are the binaries of the other tools, and where our profiles go.
 type peerTools struct{ crane, skopeo, oras, regctl, profiles string }
 
-// profileFlag is the flag that has our restore of scenario i in round write its CPU profile,
-// if asked.
-func (t peerTools) profileFlag(round, i int) []string {
+// profileFlag is the flag that has our run of kind (backup or restore) of scenario i in round
+// write its CPU profile, if asked.
+func (t peerTools) profileFlag(kind string, round, i int) []string {
 	if t.profiles == "" {
 		return nil
 	}
-	return []string{"-cpuprofile", filepath.Join(t.profiles, fmt.Sprintf("restore-r%d-s%d.pprof", round, i))}
+	return []string{"-cpuprofile", filepath.Join(t.profiles, fmt.Sprintf("%s-r%d-s%d.pprof", kind, round, i))}
 }
 
 // scenario is a set of images in the source registry.
 type scenario struct {
-	name   string
-	refs   []name.Digest
-	tags   []name.Tag // each image is tagged too: oras backs up tags only
-	blobs  int        // unique blobs, manifests and configs included
-	bytes  int64      // unique bytes
-	images []v1.Image
+	name string
+	// index numbers the scenario's repositories and directories; restore and rebackup label
+	// the rows of its restore and, when set, of a second backup of it.
+	index             int
+	restore, rebackup string
+	refs              []name.Digest
+	tags              []name.Tag // each image is tagged too: oras backs up tags only
+	blobs             int        // unique blobs, manifests and configs included
+	bytes             int64      // unique bytes
+	images            []v1.Image
 }
 
 type row struct {
@@ -106,6 +111,7 @@ type row struct {
 	blobs          int
 	bytes          int64
 	requests       int64 // to the S3 server, for rows that write to it
+	registryCPU    time.Duration
 }
 
 // recorder keeps every measurement, by scenario and tool in the order first seen.
@@ -114,15 +120,25 @@ type recorder struct {
 	order   [][2]string
 }
 
-// measure runs cmd for tool on scenario s under label and records its figures; dir is where
-// it writes. It returns the row it recorded.
-func (rec *recorder) measure(s *scenario, label, tool, dir string, cmd *exec.Cmd) (*row, error) {
+// measure runs cmd for tool on scenario s under label and records its figures, with the CPU
+// time reg, the registry it reads or writes, spent meanwhile; dir is where it writes. It
+// returns the row it recorded.
+func (rec *recorder) measure(s *scenario, label, tool, dir string, reg *peers.Registry, cmd *exec.Cmd) (*row, error) {
 	before := dirSize(dir)
+	cpuBefore, err := reg.CPU()
+	if err != nil {
+		return nil, err
+	}
 	r, err := runMeasured(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", label, tool, err)
 	}
+	cpuAfter, err := reg.CPU()
+	if err != nil {
+		return nil, err
+	}
 	r.scenario, r.tool, r.written, r.blobs, r.bytes = label, tool, dirSize(dir)-before, s.blobs, s.bytes
+	r.registryCPU = cpuAfter - cpuBefore
 	key := [2]string{label, tool}
 	if rec.results[key] == nil {
 		rec.order = append(rec.order, key)
@@ -132,7 +148,7 @@ func (rec *recorder) measure(s *scenario, label, tool, dir string, cmd *exec.Cmd
 	return &rec.results[key][len(rec.results[key])-1], nil
 }
 
-func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
+func run(tools peerTools, jobs, rounds int, bigLayer int64, only string) error {
 	env := newEnv()
 	defer env.cleanup()
 	src := peers.StartRegistry(env, peers.NoAuth)
@@ -171,15 +187,19 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
 	for range 20 {
 		shared = append(shared, image(append(append([]v1.Layer{}, base...), layer(1<<20))...))
 	}
-	scenarios := []*scenario{
-		{name: "(a) 4 x 256 MiB layers", images: []v1.Image{image(big...)}},
-		{name: "(b) 500 x 64 KiB layers", images: []v1.Image{image(small...)}},
-		{name: "(c) 20 images, 3 shared base layers", images: shared},
+	all := []*scenario{
+		{name: fmt.Sprintf("(a) 4 x %d MiB layers", bigLayer>>20), images: []v1.Image{image(big...)}, restore: "(e) restore of (a)"},
+		{name: "(b) 500 x 64 KiB layers", images: []v1.Image{image(small...)}, restore: "(f) restore of (b)"},
+		{name: "(c) 20 images, 3 shared base layers", images: shared, restore: "(g) restore of (c)", rebackup: "(d) re-backup of (c)"},
 	}
-	if bigLayer != 256<<20 {
-		scenarios[0].name = fmt.Sprintf("(a) 4 x %d MiB layers", bigLayer>>20)
+	var scenarios []*scenario
+	for i, s := range all {
+		if s.index = i; strings.ContainsRune(only, rune('a'+i)) {
+			scenarios = append(scenarios, s)
+		}
 	}
-	for i, s := range scenarios {
+	for _, s := range scenarios {
+		i := s.index
 		seen := map[v1.Hash]bool{}
 		for j, img := range s.images {
 			repo, _ := name.NewRepository(fmt.Sprintf("%s/bench%d/img%d", src.Host, i, j))
@@ -222,20 +242,20 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
 	// and the table shows each one's median by wall time.
 	rec := &recorder{results: map[[2]string][]row{}}
 	measure := func(s *scenario, label, tool, dir string, cmd *exec.Cmd) error {
-		_, err := rec.measure(s, label, tool, dir, cmd)
+		_, err := rec.measure(s, label, tool, dir, src, cmd)
 		return err
 	}
 	backupTools := newBackupTools(self, jobs, tools, src.Host, refs)
 	for round := range rounds {
-		for i, s := range scenarios {
+		for _, s := range scenarios {
 			for k := range backupTools {
 				t := backupTools[(k+round)%len(backupTools)]
-				dir := filepath.Join(work, fmt.Sprintf("r%d-s%d-%s", round, i, strings.Fields(t.name)[0]))
-				if err := measure(s, s.name, t.name, dir, t.cmd(s, dir, i)); err != nil {
+				dir := filepath.Join(work, fmt.Sprintf("r%d-s%d-%s", round, s.index, strings.Fields(t.name)[0]))
+				if err := measure(s, s.name, t.name, dir, t.cmd(s, dir, s.index)); err != nil {
 					return err
 				}
-				if i == 2 {
-					if err := measure(s, "(d) re-backup of (c)", t.name, dir, t.cmd(s, dir, i)); err != nil {
+				if s.rebackup != "" {
+					if err := measure(s, s.rebackup, t.name, dir, t.cmd(s, dir, s.index)); err != nil {
 						return err
 					}
 				}
@@ -249,7 +269,7 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64) error {
 	if err != nil {
 		return err
 	}
-	if err := benchS3(rec, s3Run{s3: s3, scenarios: scenarios, self: self, jobs: jobs, rounds: rounds, refs: refs, env: env}); err != nil {
+	if err := benchS3(rec, s3Run{s3: s3, src: src, scenarios: scenarios, self: self, jobs: jobs, rounds: rounds, refs: refs, env: env}); err != nil {
 		return err
 	}
 	var rows []row
@@ -271,7 +291,7 @@ func printTable(rows []row, lim limits) error {
 	fmt.Printf("this machine: the bucket's disk writes %.0f MiB/s with fsync; sha256 hashes %.0f MiB/s on one core; a row's limit is the lower, %.0f MiB/s\n",
 		lim.disk, lim.sha256, lim.min())
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\ttool\tMiB/s\tof limit\tblobs/s\tbytes written\tS3 requests\tper blob\tpeak RSS MiB\tCPU s\twall s\t")
+	fmt.Fprintln(tw, "scenario\ttool\tMiB/s\tof limit\tblobs/s\tbytes written\tS3 requests\tper blob\tpeak RSS MiB\tCPU s\tregistry CPU s\twall s\t")
 	for _, r := range rows {
 		secs := r.wall.Seconds()
 		mibs := float64(r.bytes) / (1 << 20) / secs
@@ -283,8 +303,8 @@ func printTable(rows []row, lim limits) error {
 		if r.requests > 0 {
 			requests, perBlob = fmt.Sprint(r.requests), fmt.Sprintf("%.2f", float64(r.requests)/float64(r.blobs))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%.0f\t%d\t%s\t%s\t%.1f\t%.2f\t%.2f\t\n", r.scenario, r.tool,
-			mibs, share, float64(r.blobs)/secs, r.written, requests, perBlob, float64(r.rss)/1024, r.cpu.Seconds(), secs)
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%.0f\t%d\t%s\t%s\t%.1f\t%.2f\t%.2f\t%.2f\t\n", r.scenario, r.tool,
+			mibs, share, float64(r.blobs)/secs, r.written, requests, perBlob, float64(r.rss)/1024, r.cpu.Seconds(), r.registryCPU.Seconds(), secs)
 	}
 	return tw.Flush()
 }
@@ -300,7 +320,12 @@ type tool struct {
 func newBackupTools(self string, jobs int, tools peerTools, srcHost string, refs func(*scenario) []string) []tool {
 	backupTools := []tool{
 		{"ours", func(s *scenario, dir string, _ int) *exec.Cmd {
-			return exec.Command(self, append(append(append([]string{cmdCopy}, bucketFlag(dir)...), jobsFlag(jobs)...), refs(s)...)...)
+			args := append(append([]string{cmdCopy}, bucketFlag(dir)...), jobsFlag(jobs)...)
+			// A re-backup writes into the same directory: its profile is named apart.
+			if tools.profiles != "" {
+				args = append(args, "-cpuprofile", filepath.Join(tools.profiles, fmt.Sprintf("backup-%s-%d.pprof", filepath.Base(dir), time.Now().UnixNano())))
+			}
+			return exec.Command(self, append(args, refs(s)...)...)
 		}},
 		{"crane pull", func(s *scenario, dir string, _ int) *exec.Cmd {
 			return exec.Command(tools.crane, append(append([]string{"pull", "--format=oci"}, refs(s)...), dir)...)
@@ -343,22 +368,20 @@ type restoreRun struct {
 	env         *env
 }
 
-// restoreLabels name the restore of each scenario.
-var restoreLabels = []string{"(e) restore of (a)", "(f) restore of (b)", "(g) restore of (c)"}
-
 // benchRestores restores every scenario, as each tool backed it up in the round, into empty
 // registries: ours pushes each image into a repository of its own, as the worker does; crane
 // push and oras restore push the images of their layout into one repository (crane as one
 // index when there are several).
 func benchRestores(rec *recorder, run restoreRun) error {
-	for i, s := range run.scenarios {
+	for _, s := range run.scenarios {
+		i := s.index
 		layout := func(tool string) string {
 			return filepath.Join(run.work, fmt.Sprintf("r%d-s%d-%s", run.round, i, tool))
 		}
 		restores := []func(host string) (string, *exec.Cmd){
 			func(host string) (string, *exec.Cmd) {
 				args := append(append([]string{cmdRestore, "-registry", host}, bucketFlag(layout("ours"))...), jobsFlag(run.jobs)...)
-				return "ours", exec.Command(run.self, append(args, run.tools.profileFlag(run.round, i)...)...)
+				return "ours", exec.Command(run.self, append(args, run.tools.profileFlag("restore", run.round, i)...)...)
 			},
 			func(host string) (string, *exec.Cmd) {
 				args := []string{"push"}
@@ -381,7 +404,7 @@ func benchRestores(rec *recorder, run restoreRun) error {
 		for k := range restores {
 			r := peers.StartRegistry(run.env, peers.NoAuth)
 			tool, cmd := restores[(k+run.round)%len(restores)](r.Host)
-			if _, err := rec.measure(s, restoreLabels[i], tool, r.Dir, cmd); err != nil {
+			if _, err := rec.measure(s, s.restore, tool, r.Dir, r, cmd); err != nil {
 				return err
 			}
 		}

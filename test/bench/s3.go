@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 
 	"github.com/openshift/oadp-imagestreams-backup/test/peers"
@@ -58,6 +59,7 @@ func (s *s3Server) dir(prefix string) string { return filepath.Join(s.Dir, s3Buc
 // s3Run is what benchS3 measures.
 type s3Run struct {
 	s3           *s3Server
+	src          *peers.Registry // the registry the backups read
 	scenarios    []*scenario
 	self         string
 	jobs, rounds int
@@ -70,15 +72,15 @@ type s3Run struct {
 func benchS3(rec *recorder, run s3Run) error {
 	measure := func(s *scenario, label, prefix string, cmd *exec.Cmd) error {
 		run.s3.requests.Store(0)
-		r, err := rec.measure(s, label, "ours to S3", run.s3.dir(prefix), cmd)
+		r, err := rec.measure(s, label, "ours to S3", run.s3.dir(prefix), run.src, cmd)
 		if err == nil {
 			r.requests = run.s3.requests.Load()
 		}
 		return err
 	}
 	for round := range run.rounds {
-		for i, s := range run.scenarios {
-			prefix := fmt.Sprintf("r%d-s%d", round, i)
+		for _, s := range run.scenarios {
+			prefix := fmt.Sprintf("r%d-s%d", round, s.index)
 			backup := func() *exec.Cmd {
 				args := append(append([]string{cmdCopy}, jobsFlag(run.jobs)...), run.s3.args(prefix)...)
 				args = append(args, run.refs(s)...)
@@ -87,21 +89,34 @@ func benchS3(rec *recorder, run s3Run) error {
 			if err := measure(s, s.name, prefix, backup()); err != nil {
 				return err
 			}
-			if i == 2 {
-				if err := measure(s, "(d) re-backup of (c)", prefix, backup()); err != nil {
+			if s.rebackup != "" {
+				if err := measure(s, s.rebackup, prefix, backup()); err != nil {
 					return err
 				}
 			}
 		}
-		r := peers.StartRegistry(run.env, peers.NoAuth)
-		prefix := fmt.Sprintf("r%d-s0", round)
-		restore := exec.Command(run.self, append(append([]string{cmdRestore, "-registry", r.Host}, jobsFlag(run.jobs)...), run.s3.args(prefix)...)...)
-		run.s3.requests.Store(0)
-		row, err := rec.measure(run.scenarios[0], "(e) restore of (a)", "ours from S3", r.Dir, restore)
-		if err != nil {
+		if err := restoreFromS3(rec, run, round); err != nil {
 			return err
 		}
-		row.requests = run.s3.requests.Load()
 	}
+	return nil
+}
+
+// restoreFromS3 restores the large layers of scenario (a), if measured, from the S3 server.
+func restoreFromS3(rec *recorder, run s3Run, round int) error {
+	i := slices.IndexFunc(run.scenarios, func(s *scenario) bool { return s.index == 0 })
+	if i < 0 {
+		return nil
+	}
+	s := run.scenarios[i]
+	r := peers.StartRegistry(run.env, peers.NoAuth)
+	prefix := fmt.Sprintf("r%d-s%d", round, s.index)
+	restore := exec.Command(run.self, append(append([]string{cmdRestore, "-registry", r.Host}, jobsFlag(run.jobs)...), run.s3.args(prefix)...)...)
+	run.s3.requests.Store(0)
+	row, err := rec.measure(s, s.restore, "ours from S3", r.Dir, r, restore)
+	if err != nil {
+		return err
+	}
+	row.requests = run.s3.requests.Load()
 	return nil
 }

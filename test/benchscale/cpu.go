@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/openshift/oadp-imagestreams-backup/test/peers"
 )
 
 // processes are the stack's servers whose CPU time a phase reports, by the start of their
@@ -43,32 +45,15 @@ func readCPUTimes() cpuTimes {
 		if i < 0 {
 			continue
 		}
-		if d, ok := processCPU(dir); ok {
+		pid, err := strconv.Atoi(filepath.Base(dir))
+		if err != nil {
+			continue
+		}
+		if d, err := peers.ProcessCPU(pid); err == nil {
 			out[processes[i].name] += d
 		}
 	}
 	return out
-}
-
-// processCPU is utime+stime of /proc/PID/stat, whose fields after the parenthesised command
-// name start with the state (field 3); utime and stime are fields 14 and 15, in clock ticks of
-// 1/100 s on Linux.
-func processCPU(dir string) (time.Duration, bool) {
-	raw, err := os.ReadFile(dir + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	s := string(raw)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 13 {
-		return 0, false
-	}
-	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
-	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return time.Duration(utime+stime) * 10 * time.Millisecond, true
 }
 
 func (c cpuTimes) minus(before cpuTimes) cpuTimes {

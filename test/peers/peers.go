@@ -3,12 +3,15 @@
 package peers
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/openshift/oadp-imagestreams-backup/test/testenv"
@@ -55,6 +58,30 @@ func freePortOn(t TB, ip string) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// ProcessCPU is the CPU time, user and system, process pid has used so far: utime and stime
+// of /proc/PID/stat, fields 14 and 15 counted from the pid, in clock ticks of 1/100 s on Linux.
+// The command name (field 2) is parenthesised and may hold spaces, so fields are counted after
+// its closing parenthesis.
+func ProcessCPU(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	fields := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat has %d fields after the command", pid, len(fields))
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // start runs cmd until the test ends and waits until addr accepts connections.

@@ -31,7 +31,11 @@ type Registry struct {
 	CACert []byte
 
 	tokens *tokenServer
+	pid    int
 }
+
+// CPU is the CPU time, user and system, the registry process has used so far.
+func (r *Registry) CPU() (time.Duration, error) { return ProcessCPU(r.pid) }
 
 // TokensIssued counts the bearer tokens the registry's token server has issued; 0 unless the
 // registry takes tokens.
@@ -121,7 +125,9 @@ http:
 		cfg = strings.Replace(cfg, "  secret: test-secret\n",
 			fmt.Sprintf("  secret: test-secret\n  tls:\n    certificate: %s\n    key: %s\n", certFile, keyFile), 1)
 	}
-	start(t, exec.Command(Binary(t, "DOCKER_REGISTRY", "docker-registry"), "serve", writeFile(t, "config.yml", []byte(cfg))), r.Host)
+	cmd := exec.Command(Binary(t, "DOCKER_REGISTRY", "docker-registry"), "serve", writeFile(t, "config.yml", []byte(cfg)))
+	start(t, cmd, r.Host)
+	r.pid = cmd.Process.Pid
 	return r
 }
 
