@@ -46,6 +46,27 @@ type backupParts struct {
 	// named are the parts already returned as post-operation items: those that hold
 	// imagestreams.
 	named map[string]bool
+	// perPart is how many imagestreams a part other than the head takes; filling is the part
+	// Execute fills now (1 ... count-1; count once they are full: the head then takes the
+	// rest), and held how many imagestreams it has.
+	perPart, filling, held int
+}
+
+// place returns the part that takes the next imagestream of the backup, and whether that
+// imagestream fills it. Parts other than the head are filled one after the other in the order
+// Velero hands out imagestreams, so that each can be written as soon as it is full, while
+// Velero still collects items, instead of all of them after; the head takes what the others
+// leave, and is written once item collection has ended, listing them.
+func (b *backupParts) place(backup *velerov1.Backup) (part string, full bool) {
+	if b.filling >= b.count {
+		return backup.Name, false
+	}
+	part = partK(backup, b.filling)
+	if b.held++; b.held < b.perPart {
+		return part, false
+	}
+	b.filling, b.held = b.filling+1, 0
+	return part, true
 }
 
 // NewBackupAction returns the action; registryHost tells the internal registry's host. Its
@@ -97,12 +118,14 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 		log.Debug("No internal images")
 		return item, nil, "", nil, nil
 	}
-	parts, err := a.partCount(ctx, backup)
+	part, full, err := a.place(ctx, backup)
 	if err != nil {
 		return nil, nil, "", nil, err
 	}
-	part := partName(backup, parts, is.Namespace, is.Name)
 	a.recorder.add(backup.Namespace+"/"+part, a.builder(backup, part), oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
+	if full {
+		a.recorder.release(backup.Namespace + "/" + part)
+	}
 	// Velero logs every item itself, and the recorder logs each write; a line per imagestream
 	// from the plugin would go through Velero's log pipe once per item besides.
 	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Debug("Queued internal images")
@@ -163,16 +186,27 @@ func (a *BackupAction) partNames(backup *velerov1.Backup) []string {
 	return names
 }
 
-// partCount creates the head ImageStreamsBackup on first use, fixing the number of parts, or
-// reads it from the head another writer created. A head of the name that belongs to no part
-// of this Velero backup (another one's, of the same name made earlier, or a person's) is
-// refused: the backup's images would otherwise land in another backup.
-func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (int, error) {
+// place returns the part that takes the next imagestream of backup, and whether it is full
+// with it (see backupParts.place).
+func (a *BackupAction) place(ctx context.Context, backup *velerov1.Backup) (part string, full bool, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if b, ok := a.backups[backup.UID]; ok {
-		return b.count, nil
+	b, ok := a.backups[backup.UID]
+	if !ok {
+		if b, err = a.newBackupParts(ctx, backup); err != nil {
+			return "", false, err
+		}
+		a.backups[backup.UID] = b
 	}
+	part, full = b.place(backup)
+	return part, full, nil
+}
+
+// newBackupParts creates the head ImageStreamsBackup on first use, fixing the number of parts,
+// or reads it from the head another writer created. A head of the name that belongs to no part
+// of this Velero backup (another one's, of the same name made earlier, or a person's) is
+// refused: the backup's images would otherwise land in another backup.
+func (a *BackupAction) newBackupParts(ctx context.Context, backup *velerov1.Backup) (*backupParts, error) {
 	total := 0
 	if backup.Status.Progress != nil {
 		total = backup.Status.Progress.TotalItems
@@ -186,15 +220,16 @@ func (a *BackupAction) partCount(ctx context.Context, backup *velerov1.Backup) (
 		}
 	}
 	if err != nil {
-		return 0, fmt.Errorf("creating ImageStreamsBackup %s/%s: %w", head.Namespace, head.Name, err)
+		return nil, fmt.Errorf("creating ImageStreamsBackup %s/%s: %w", head.Namespace, head.Name, err)
 	}
 	a.recorder.exists(head.Namespace + "/" + head.Name)
 	n, err := strconv.Atoi(head.Annotations[oadpv1alpha1.AnnotationParts])
 	if err != nil || n < 1 {
 		n = 1 // a head made by a person records everything itself
 	}
-	a.backups[backup.UID] = &backupParts{count: n, named: map[string]bool{}}
-	return n, nil
+	// The parts other than the head take an even share of the backup's items, so that the
+	// head is left at most one share, whatever kinds the items are.
+	return &backupParts{count: n, named: map[string]bool{}, filling: 1, perPart: max(itemsPerPart, (total+n-1)/n)}, nil
 }
 
 // ofBackup returns nil when the ImageStreamsBackup isb was made for the Velero backup, and an
@@ -257,13 +292,15 @@ func (a *BackupAction) Progress(operationID string, backup *velerov1.Backup) (ve
 }
 
 // itemCollectionEnded writes every part whose entries Execute holds, each once and whole, and
-// waits for those writes; with nothing held it does nothing.
+// waits for those writes and for those of full parts still under way; with nothing held it does
+// nothing.
 //
 // Velero asks for the progress of an operation only once it has collected every item of the
 // backup, first in the process that ran Execute, and the worker starts copying a part no sooner.
-// So Execute holds its entries, and this step, at the first Progress, writes them while Velero
-// waits: writing while Velero collects items would rewrite growing parts again and again, and
-// item collection would wait on the API server. A later call writes only what was queued since
+// So Execute holds the entries of a part until it is full, and this step, at the first
+// Progress, writes the parts that are not (the head among them) while Velero waits: writing
+// parts as they grow would rewrite them again and again, and item collection would wait on the
+// API server. A later call writes only what was queued since
 // (another backup in the same process still collecting items). A write that fails is logged;
 // the operations of the imagestreams it held fail by name after recordDeadline.
 func (a *BackupAction) itemCollectionEnded() {

@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	oadpv1alpha1 "github.com/openshift/oadp-imagestreams-backup/api/v1alpha1"
@@ -260,11 +261,15 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "big"}, head); err != nil {
 		t.Fatal(err)
 	}
-	if head.Annotations[oadpv1alpha1.AnnotationParts] != "60" || len(parts) < 30 || len(parts) > 60 {
-		t.Errorf("a 3,000-item backup has %d parts (annotation %q), want at most 60 and most of them used", len(parts), head.Annotations[oadpv1alpha1.AnnotationParts])
+	// Parts are filled in turn, each with an even share of the items: 50 of 3,000 over 60 parts.
+	if head.Annotations[oadpv1alpha1.AnnotationParts] != "60" || len(parts) != 2 {
+		t.Errorf("a 3,000-item backup of 100 imagestreams has %d parts (annotation %q), want 60 of which 2 filled", len(parts), head.Annotations[oadpv1alpha1.AnnotationParts])
 	}
 	total := 0
 	for name, streams := range parts {
+		if len(streams) != 50 {
+			t.Errorf("part %s holds %d imagestreams, want 50", name, len(streams))
+		}
 		total += len(streams)
 		for _, s := range streams {
 			i := 0
@@ -300,8 +305,9 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 			t.Errorf("part %s named as a post-operation item %d times, want once", name, named[name])
 		}
 	}
-	if len(named) != len(parts) {
-		t.Errorf("post-operation items %v, want the %d parts", named, len(parts))
+	// The head, which lists them, is named too, though it holds no imagestream of its own.
+	if named["big"] != 1 || len(named) != len(parts)+1 {
+		t.Errorf("post-operation items %v, want the %d parts and the head", named, len(parts))
 	}
 }
 
@@ -481,11 +487,13 @@ func TestARoundOfProgressReadsEachPartOnce(t *testing.T) {
 // Velero asks for the progress of every operation as soon as it has collected every item, in the
 // process that ran Execute. Until then the action writes nothing into the parts; the first
 // Progress writes every part once, whole, and the worker only starts after that.
-func TestPartsAreWrittenOnceWhenVeleroFirstAsksForProgress(t *testing.T) {
+// Each part is written once, whole: one that is full as soon as it is, while Velero still
+// collects items, and the head, which takes the rest, when Velero first asks for progress.
+func TestPartsAreWrittenOnceAsTheyFillAndTheHeadAtTheFirstProgress(t *testing.T) {
 	ns := env.Namespace(t)
 	cc := &countingClient{Client: env.Client}
 	a := action.NewBackupAction(logrus.New(), cc, func(context.Context) (string, error) { return host, nil })
-	backup := newBackupObject(t, ns, "held", 200) // four parts
+	backup := newBackupObject(t, ns, "held", 200) // four parts of 50
 	var ops []string
 	for i := range 200 {
 		_, _, op, _, err := a.Execute(imageStream("app", fmt.Sprintf("is-%03d", i), tag{"latest", []string{fmt.Sprintf("%s/app/is-%03d@%s", host, i, digest(i))}}), backup)
@@ -494,12 +502,20 @@ func TestPartsAreWrittenOnceWhenVeleroFirstAsksForProgress(t *testing.T) {
 		}
 		ops = append(ops, op)
 	}
-	// The first Execute creates the head, empty, to fix the number of parts.
-	if n := cc.writes.Load(); n != 1 {
-		t.Errorf("%d writes while Velero was collecting items, want only the head's creation", n)
+	// The first Execute creates the head, empty, to fix the number of parts; the three parts
+	// that filled are written in the background, each once.
+	if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return len(recorded(t, ns, "held")) == 3, nil
+	}); err != nil {
+		t.Fatalf("recorded %v while Velero was collecting items, want the three full parts", recorded(t, ns, "held"))
 	}
-	if got := recorded(t, ns, "held"); len(got) != 0 {
-		t.Errorf("recorded %v before the first Progress, want nothing yet", got)
+	for name, streams := range recorded(t, ns, "held") {
+		if name == "held" || len(streams) != 50 {
+			t.Errorf("part %s holds %d imagestreams before the first Progress, want a full part other than the head", name, len(streams))
+		}
+	}
+	if n := cc.writes.Load(); n != 4 {
+		t.Errorf("%d writes while Velero was collecting items, want the head's creation and one for each full part", n)
 	}
 
 	for _, op := range ops {
@@ -750,21 +766,18 @@ func TestAPartTheAPIServerRefusedIsWrittenByTheNextFlush(t *testing.T) {
 func TestAPartThatAppearsAfterTheHeadWasWrittenIsListed(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
-	backup := newBackupObject(t, ns, "late", 150) // three parts
+	backup := newBackupObject(t, ns, "late", 150) // three parts of 50: two filled in turn, then the head
 	a := newAction()
-	byPart := map[uint32]string{}
-	for i := 0; len(byPart) < 3; i++ {
-		name := fmt.Sprintf("is-%d", i)
-		h := fnv.New32a()
-		fmt.Fprintf(h, "app/%s", name)
-		if _, ok := byPart[h.Sum32()%3]; !ok {
-			byPart[h.Sum32()%3] = name
-		}
-	}
-	for _, k := range []uint32{0, 1, 2} { // the head's own, then one part, then the other
-		name := byPart[k]
-		if _, _, _, _, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(int(k))}}), backup); err != nil {
-			t.Fatal(err)
+	// Part 1's first imagestream, flushed; part 1 filled and part 2's first, flushed; part 2
+	// filled and the head's own, flushed.
+	next := 0
+	for _, n := range []int{1, 50, 50} {
+		for range n {
+			name := fmt.Sprintf("is-%03d", next)
+			if _, _, _, _, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(next)}}), backup); err != nil {
+				t.Fatal(err)
+			}
+			next++
 		}
 		if err := a.Flush(ctx); err != nil {
 			t.Fatal(err)

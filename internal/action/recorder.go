@@ -48,9 +48,10 @@ func (a *recording) Flush(ctx context.Context) error { return a.recorder.flush(c
 // is written and its images are copied, and an entry that is never written (the plugin process
 // killed first) fails its operation after recordDeadline.
 //
-// A recorder that holds writes (holdUntilFlush) writes nothing until flush, so that each object is
-// written once, whole, instead of growing over many writes that compete with Velero's own
-// requests for the API server; the backup action flushes when item collection has ended (see
+// A recorder that holds writes (holdUntilFlush) writes an object only when its writer releases it
+// (release: the backup action's full parts) or at flush, so that each object is written once,
+// whole, instead of growing over many writes that compete with Velero's own requests for the
+// API server; the backup action flushes when item collection has ended (see
 // BackupAction.itemCollectionEnded).
 //
 // Whoever creates a recorder's action flushes it before the process exits (the plugin's main
@@ -96,6 +97,9 @@ type queue[E any] struct {
 	exists bool
 	// touched asks for a write of the whole object even without entries (see touch).
 	touched bool
+	// released has a recorder that holds writes write this object as entries come (see
+	// release).
+	released bool
 	// lastWrite is when the last write of the object started.
 	lastWrite time.Time
 }
@@ -140,9 +144,19 @@ func (r *recorder[E]) add(key string, build func(entries []E) *unstructured.Unst
 	q := r.queue(key)
 	q.build = build
 	q.entries = append(q.entries, entry)
-	if !r.holdUntilFlush {
+	if !r.holdUntilFlush || q.released {
 		r.startLocked(q)
 	}
+}
+
+// release has the object of key written now, and written as entries come from now on, by a
+// recorder that holds writes: its writer expects no more entries for it.
+func (r *recorder[E]) release(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	q := r.queue(key)
+	q.released = true
+	r.startLocked(q)
 }
 
 // touch has the object build makes written at the next write, even if no entry is queued for
