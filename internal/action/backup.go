@@ -118,13 +118,9 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 		log.Debug("No internal images")
 		return item, nil, "", nil, nil
 	}
-	part, full, err := a.place(ctx, backup)
+	part, err := a.record(ctx, backup, oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
 	if err != nil {
 		return nil, nil, "", nil, err
-	}
-	a.recorder.add(backup.Namespace+"/"+part, a.builder(backup, part), oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
-	if full {
-		a.recorder.release(backup.Namespace + "/" + part)
 	}
 	// Velero logs every item itself, and the recorder logs each write; a line per imagestream
 	// from the plugin would go through Velero's log pipe once per item besides.
@@ -186,20 +182,26 @@ func (a *BackupAction) partNames(backup *velerov1.Backup) []string {
 	return names
 }
 
-// place returns the part that takes the next imagestream of backup, and whether it is full
-// with it (see backupParts.place).
-func (a *BackupAction) place(ctx context.Context, backup *velerov1.Backup) (part string, full bool, err error) {
+// record queues entry for the part of backup that takes it (see backupParts.place), and has
+// the part written if it is full with it. Both happen under one lock, so that a part is
+// released after the last entry it takes: a part is written once.
+func (a *BackupAction) record(ctx context.Context, backup *velerov1.Backup, entry oadpv1alpha1.ImageStream) (part string, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b, ok := a.backups[backup.UID]
 	if !ok {
 		if b, err = a.newBackupParts(ctx, backup); err != nil {
-			return "", false, err
+			return "", err
 		}
 		a.backups[backup.UID] = b
 	}
-	part, full = b.place(backup)
-	return part, full, nil
+	part, full := b.place(backup)
+	key := backup.Namespace + "/" + part
+	a.recorder.add(key, a.builder(backup, part), entry)
+	if full {
+		a.recorder.release(key)
+	}
+	return part, nil
 }
 
 // newBackupParts creates the head ImageStreamsBackup on first use, fixing the number of parts,
