@@ -437,6 +437,60 @@ func TestCorruptBlobInTheBucketFailsVerifyAndRestore(t *testing.T) {
 	}
 }
 
+// A layer that does not match its digest in the bucket never reaches the registry whole, small
+// (sent from memory) or large (streamed): the store checks the digest before it hands out the
+// layer's last bytes, so the request that would complete the upload is cut short, and nothing
+// rests on the registry checking the digest itself.
+func TestACorruptLayerNeverReachesTheRegistryWhole(t *testing.T) {
+	for _, size := range []int64{2048, 3 << 20} {
+		t.Run(fmt.Sprintf("%d bytes", size), func(t *testing.T) {
+			ctx := context.Background()
+			src, f := newRegistry(t), newStore(t)
+			img := must[v1.Image](t)(random.Image(size, 1))
+			desc, err := newCopier(t, f.store).Copy(ctx, src.push(t, "app/img", img))
+			if err != nil {
+				t.Fatal(err)
+			}
+			layer := must[[]v1.Layer](t)(img.Layers())[0]
+			bad, layerSize := must[v1.Hash](t)(layer.Digest()), must[int64](t)(layer.Size())
+			key := "velero/cluster-a/plugins/imagestreams/blobs/sha256/" + bad.Hex
+			b, err := f.bucket.ReadAll(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b[len(b)-1] ^= 0x01 // the last byte: only a check before it is sent keeps it back
+			if err := f.bucket.WriteAll(ctx, key, b, nil); err != nil {
+				t.Fatal(err)
+			}
+
+			// The target registry notes how much of the corrupt layer each upload request carried.
+			var most atomic.Int64
+			inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+			dst := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if (r.Method == http.MethodPut || r.Method == http.MethodPatch) && strings.Contains(r.URL.Path, "/blobs/uploads/") && r.ContentLength == layerSize {
+					body, _ := io.ReadAll(r.Body)
+					if n := int64(len(body)); n > most.Load() {
+						most.Store(n)
+					}
+					r.Body = io.NopCloser(bytes.NewReader(body))
+				}
+				inner.ServeHTTP(w, r)
+			}))
+			repo := must[name.Repository](t)(name.NewRepository(strings.TrimPrefix(dst.URL, "http://") + "/app/img"))
+			if err := newPusher(t, f.store).Push(ctx, desc, repo, []string{"latest"}); err == nil || !strings.Contains(err.Error(), bad.Hex) {
+				t.Errorf("restore error = %v, want one naming %s", err, bad)
+			}
+			if _, err := remote.Head(repo.Tag("latest")); err == nil {
+				t.Errorf("the registry holds a tag for an image restored from a corrupt layer")
+			}
+			dst.Close() // waits for the registry's handlers, which may still be reading
+			if got := most.Load(); got >= layerSize {
+				t.Errorf("the registry received all %d bytes of the corrupt layer in one request", got)
+			}
+		})
+	}
+}
+
 func TestCopyWithABearerToken(t *testing.T) {
 	const token = "projected-service-account-token"
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))

@@ -23,8 +23,7 @@ type Pusher struct {
 	store  *imagestore.Store
 	opts   Options
 	remote []remote.Option
-	// rp writes through one authenticated transport per repository, and sends a blob once per
-	// repository however many images list it.
+	// rp puts manifests through one authenticated transport per repository.
 	rp *remote.Pusher
 	// rl reads through one authenticated transport per repository: remote.Head without it
 	// authenticates again, a ping and a token request, for every manifest it looks for.
@@ -215,8 +214,8 @@ func (p *Pusher) isFresh(ctx context.Context, repo name.Repository) bool {
 }
 
 // sendLayer gives repo the layer unless this Pusher did already: a layer it pushed to another
-// repository is mounted from there with one request, a small one is sent whole in two (see
-// sendSmall), and go-containerregistry looks for any other and streams it.
+// repository is mounted from there with one request, and any other is sent in two (see
+// sendSmall and sendLarge).
 func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, cl *countingLayer, repo name.Repository, fresh bool) error {
 	h, err := l.Digest()
 	if err != nil {
@@ -230,6 +229,9 @@ func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, cl *countingLayer, r
 		if mounted, err = p.up.mount(ctx, repo, ml.Reference.Context(), h); err != nil {
 			return fmt.Errorf("mounting layer %s into %s: %w", h, repo, err)
 		}
+		// A registry that does not mount may still hold the layer for every repository, as
+		// some keep blobs: it is looked for before it is sent.
+		fresh = false
 	}
 	switch {
 	case mounted:
@@ -238,12 +240,25 @@ func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, cl *countingLayer, r
 			return fmt.Errorf("pushing layer %s to %s: %w", h, repo, err)
 		}
 	default:
-		if err := p.rp.Upload(ctx, repo, l); err != nil {
-			return err
+		if err := p.sendLarge(ctx, cl, repo, h, fresh); err != nil {
+			return fmt.Errorf("pushing layer %s to %s: %w", h, repo, err)
 		}
 	}
 	p.markSent(repo, h)
 	return nil
+}
+
+// sendLarge streams a layer from the store in one POST and one PUT, holding a transfer slot
+// while its bytes are read (countingLayer); a repository that is not fresh is asked for it
+// first. The store checks the layer's digest before it hands out its last bytes, so a layer
+// that does not match never reaches the registry whole.
+func (p *Pusher) sendLarge(ctx context.Context, cl *countingLayer, repo name.Repository, h v1.Hash, fresh bool) error {
+	if !fresh {
+		if has, err := p.up.has(ctx, repo, h); err != nil || has {
+			return err
+		}
+	}
+	return p.up.uploadStream(ctx, repo, h, blobBody{size: cl.size, open: cl.Compressed})
 }
 
 // sendSmall sends a layer under SmallBlobSize as the uploader sends a config: read whole and

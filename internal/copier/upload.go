@@ -17,12 +17,11 @@ import (
 
 // uploader makes the registry requests of a restore that go-containerregistry makes in more
 // requests than the protocol needs; a restore of many small images is bound by the registry's
-// cost per request. It sends a blob held in memory, such as an image's config, in two
-// requests: a POST that opens an upload and a PUT that carries the bytes and the digest (the
-// distribution spec's monolithic upload), where go-containerregistry's writer streams every
-// blob in four (HEAD, POST, PATCH, PUT). It mounts a blob with one POST, where
-// go-containerregistry looks for it first. And it lists a repository's tags through the same
-// authenticated transport.
+// cost per request. It sends a blob in two requests: a POST that opens an upload and a PUT
+// that carries the bytes and the digest (the distribution spec's monolithic upload), where
+// go-containerregistry's writer streams every blob in four (HEAD, POST, PATCH, PUT). It mounts a
+// blob with one POST, where go-containerregistry looks for it first. And it lists a
+// repository's tags through the same authenticated transport.
 type uploader struct {
 	transports *transports
 	backoff    remote.Backoff
@@ -61,6 +60,22 @@ func (u *uploader) has(ctx context.Context, repo name.Repository, h v1.Hash) (bo
 
 // upload sends data, whose digest is h, into repo.
 func (u *uploader) upload(ctx context.Context, repo name.Repository, h v1.Hash, data []byte) error {
+	return u.uploadStream(ctx, repo, h, blobBody{size: int64(len(data)), open: func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}})
+}
+
+// blobBody is the bytes of a blob, for a request: open returns them from the start, as many
+// times as the request is sent.
+type blobBody struct {
+	size int64
+	open func() (io.ReadCloser, error)
+}
+
+// uploadStream sends the blob body holds, whose digest is h, into repo; the PUT streams it. A
+// body that fails to read (a blob that does not match its digest) fails the upload before its
+// last bytes are sent, so the registry never completes it.
+func (u *uploader) uploadStream(ctx context.Context, repo name.Repository, h v1.Hash, body blobBody) error {
 	return retry(ctx, u.backoff, func() error {
 		resp, err := u.do(ctx, repo, http.MethodPost, blobsURL(repo)+"uploads/", nil)
 		if err != nil {
@@ -77,7 +92,7 @@ func (u *uploader) upload(ctx context.Context, repo name.Repository, h v1.Hash, 
 		q := loc.Query()
 		q.Set("digest", h.String())
 		loc.RawQuery = q.Encode()
-		resp, err = u.do(ctx, repo, http.MethodPut, loc.String(), data)
+		resp, err = u.do(ctx, repo, http.MethodPut, loc.String(), &body)
 		if err != nil {
 			return err
 		}
@@ -145,7 +160,7 @@ func (u *uploader) mount(ctx context.Context, repo, from name.Repository, h v1.H
 	return mounted, err
 }
 
-func (u *uploader) do(ctx context.Context, repo name.Repository, method, target string, body []byte) (*http.Response, error) {
+func (u *uploader) do(ctx context.Context, repo name.Repository, method, target string, body *blobBody) (*http.Response, error) {
 	t, err := u.transports.get(ctx, repo)
 	if err != nil {
 		return nil, err
@@ -155,11 +170,12 @@ func (u *uploader) do(ctx context.Context, repo name.Repository, method, target 
 		return nil, err
 	}
 	if body != nil {
-		// A bytes.Reader body can be sent again: the retrying transport rewinds it.
-		req, err = http.NewRequestWithContext(ctx, method, target, bytes.NewReader(body))
+		rc, err := body.open()
 		if err != nil {
 			return nil, err
 		}
+		// The retrying transport sends the request again with the body opened anew.
+		req.Body, req.GetBody, req.ContentLength = rc, body.open, body.size
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
 	return (&http.Client{Transport: t}).Do(req)

@@ -259,16 +259,20 @@ type verifyingReader struct {
 	h    hash.Hash
 }
 
+// Read checks the blob once it has read as many bytes as the blob is long, before it returns
+// the last of them: a caller that reads no further than the size, as an HTTP request with a
+// Content-Length does, never passes a blob on whole unless it matches its digest. It checks
+// again at the end, which a blob longer than it claims does not reach unnoticed.
 func (v *verifyingReader) Read(p []byte) (int, error) {
 	n, err := v.r.Read(p)
 	v.h.Write(p[:n])
 	v.n += int64(n)
 	if v.n > v.size {
-		return n, &DigestMismatchError{Digest: v.want, Got: fmt.Sprintf("more than the %d bytes stored", v.size)}
+		return 0, &DigestMismatchError{Digest: v.want, Got: fmt.Sprintf("more than the %d bytes stored", v.size)}
 	}
-	if err == io.EOF {
+	if v.n == v.size && n > 0 || err == io.EOF {
 		if e := checkSum(v1.Descriptor{Digest: v.want, Size: v.size}, v.n, v.h); e != nil {
-			return n, e
+			return 0, e
 		}
 	}
 	return n, err
