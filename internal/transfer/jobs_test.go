@@ -340,20 +340,8 @@ func openFileStore(t *testing.T, dir string) *imagestore.Store {
 // others mount it once it is there.
 func TestARestoreSendsALayerItsImageStreamsShareOnce(t *testing.T) {
 	var sends atomic.Int64
-	reg := newRegistry(t, nil)
-	base, err := random.Layer(1<<20, ggcrtypes.OCILayer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := newStore(t)
-	var streams []oadpv1alpha1.ImageStream
-	for i := range 4 {
-		stream := fmt.Sprintf("web%d", i)
-		streams = append(streams, oadpv1alpha1.ImageStream{Name: stream, Namespace: "app",
-			DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.pushWith(t, "app", stream, base)}})
-	}
-	opts := copier.Options{Insecure: true, Jobs: 4}
-	stored := backedUp(t, store, reg, streams, opts)
+	store, opts := newStore(t), copier.Options{Insecure: true, Jobs: 4}
+	stored := backedUpSharing(t, store, 4, 1<<20, opts)
 	target := newRegistry(t, func(_ http.ResponseWriter, r *http.Request) bool {
 		if (r.Method == http.MethodPatch || r.Method == http.MethodPut) && strings.Contains(r.URL.Path, "/blobs/uploads/") && r.ContentLength >= 1<<20 {
 			sends.Add(1)
@@ -373,20 +361,8 @@ func TestARestoreSendsALayerItsImageStreamsShareOnce(t *testing.T) {
 // An image whose base layer another push is sending sends its own layers and config meanwhile:
 // only the shared layer waits, to be mounted once it is there.
 func TestARestoreSendsAnImagesOwnBlobsWhileASharedLayerIsOnItsWay(t *testing.T) {
-	reg := newRegistry(t, nil)
-	base, err := random.Layer(2<<20, ggcrtypes.OCILayer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := newStore(t)
-	var streams []oadpv1alpha1.ImageStream
-	for i := range 2 {
-		stream := fmt.Sprintf("web%d", i)
-		streams = append(streams, oadpv1alpha1.ImageStream{Name: stream, Namespace: "app",
-			DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.pushWith(t, "app", stream, base)}})
-	}
-	opts := copier.Options{Insecure: true, Jobs: 4}
-	stored := backedUp(t, store, reg, streams, opts)
+	store, opts := newStore(t), copier.Options{Insecure: true, Jobs: 4}
+	stored := backedUpSharing(t, store, 2, 2<<20, opts)
 	// The shared layer's bytes are held until both images' own layer and config (four small
 	// blobs) have arrived.
 	var small atomic.Int64
@@ -417,6 +393,24 @@ func TestARestoreSendsAnImagesOwnBlobsWhileASharedLayerIsOnItsWay(t *testing.T) 
 	if waited.Load() {
 		t.Errorf("an image sent its own blobs only after the layer it shares with another: %d of 4 small blobs came while that layer was sent", small.Load())
 	}
+}
+
+// backedUpSharing backs up n imagestreams web0 ... web<n-1> into store, each of one image of a
+// base layer of size bytes that they share and a small layer of its own.
+func backedUpSharing(t *testing.T, store *imagestore.Store, n int, size int64, opts copier.Options) *imagestore.Backup {
+	t.Helper()
+	reg := newRegistry(t, nil)
+	base, err := random.Layer(size, ggcrtypes.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streams []oadpv1alpha1.ImageStream
+	for i := range n {
+		stream := fmt.Sprintf("web%d", i)
+		streams = append(streams, oadpv1alpha1.ImageStream{Name: stream, Namespace: "app",
+			DockerImageReferences: []oadpv1alpha1.DockerImageReference{reg.pushWith(t, "app", stream, base)}})
+	}
+	return backedUp(t, store, reg, streams, opts)
 }
 
 // backedUp backs streams up from reg into store, as backup "b", and returns it as stored.
