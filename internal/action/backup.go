@@ -46,23 +46,29 @@ type backupParts struct {
 	// named are the parts already returned as post-operation items: those that hold
 	// imagestreams.
 	named map[string]bool
-	// perPart is how many imagestreams a part other than the head takes; filling is the part
-	// Execute fills now (1 ... count-1; count once they are full: the head then takes the
-	// rest), and held how many imagestreams it has.
-	perPart, filling, held int
+	// filling is the part Execute fills now (1 ... count-1, then count once they are all
+	// full), and held how many imagestreams it has; inHead is how many the head has.
+	filling, held, inHead int
 }
 
-// place returns the part that takes the next imagestream of the backup, and whether that
-// imagestream fills it. Parts other than the head are filled one after the other in the order
-// Velero hands out imagestreams, so that each can be written as soon as it is full, while
-// Velero still collects items, instead of all of them after; the head takes what the others
-// leave, and is written once item collection has ended, listing them.
-func (b *backupParts) place(backup *velerov1.Backup) (part string, full bool) {
+// place returns the part that takes imagestream namespace/name of the backup, and whether it
+// fills it. Parts other than the head take itemsPerPart imagestreams each, one part after the
+// other in the order Velero hands out imagestreams, so that each can be written as soon as it
+// is full, while Velero still collects items, instead of all of them after. The head, written
+// once item collection has ended, takes what they leave, which is less than a part unless the
+// backup has more items than MaxParts parts take: then the imagestreams left over are spread
+// over every part by the hash of their namespace and name, as evenly as the parts allow, and a
+// part already written is written again with them.
+func (b *backupParts) place(backup *velerov1.Backup, namespace, name string) (part string, full bool) {
 	if b.filling >= b.count {
-		return backup.Name, false
+		if b.inHead < itemsPerPart || b.count == 1 {
+			b.inHead++
+			return backup.Name, false
+		}
+		return spreadPart(backup, b.count, namespace, name), false
 	}
 	part = partK(backup, b.filling)
-	if b.held++; b.held < b.perPart {
+	if b.held++; b.held < itemsPerPart {
 		return part, false
 	}
 	b.filling, b.held = b.filling+1, 0
@@ -195,7 +201,7 @@ func (a *BackupAction) record(ctx context.Context, backup *velerov1.Backup, entr
 		}
 		a.backups[backup.UID] = b
 	}
-	part, full := b.place(backup)
+	part, full := b.place(backup, entry.Namespace, entry.Name)
 	key := backup.Namespace + "/" + part
 	a.recorder.add(key, a.builder(backup, part), entry)
 	if full {
@@ -216,7 +222,8 @@ func (a *BackupAction) newBackupParts(ctx context.Context, backup *velerov1.Back
 	head := newPart(backup, backup.Name)
 	head.Annotations = map[string]string{oadpv1alpha1.AnnotationParts: strconv.Itoa(partsFor(total))}
 	err := a.client.Create(ctx, head)
-	if apierrors.IsAlreadyExists(err) {
+	existed := apierrors.IsAlreadyExists(err)
+	if existed {
 		if err = a.client.Get(ctx, client.ObjectKeyFromObject(head), head); err == nil {
 			err = ofBackup(head, backup)
 		}
@@ -229,9 +236,32 @@ func (a *BackupAction) newBackupParts(ctx context.Context, backup *velerov1.Back
 	if err != nil || n < 1 {
 		n = 1 // a head made by a person records everything itself
 	}
-	// The parts other than the head take an even share of the backup's items, so that the
-	// head is left at most one share, whatever kinds the items are.
-	return &backupParts{count: n, named: map[string]bool{}, filling: 1, perPart: max(itemsPerPart, (total+n-1)/n)}, nil
+	b := &backupParts{count: n, named: map[string]bool{}, filling: 1}
+	if existed {
+		// Another process of this plugin wrote for the backup before (Velero restarts a
+		// plugin that died): the head lists the parts it filled, and this one fills the next.
+		if err := a.continueAfter(ctx, backup, b); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// continueAfter has b list the parts of backup that exist, and fill parts after them.
+func (a *BackupAction) continueAfter(ctx context.Context, backup *velerov1.Backup, b *backupParts) error {
+	list := &oadpv1alpha1.ImageStreamsBackupList{}
+	if err := a.client.List(ctx, list, client.InNamespace(backup.Namespace), client.MatchingLabels{LabelBackupUID: string(backup.UID)}); err != nil {
+		return fmt.Errorf("listing the ImageStreamsBackups of backup %s/%s: %w", backup.Namespace, backup.Name, err)
+	}
+	for _, isb := range list.Items {
+		for k := 1; k < b.count; k++ {
+			if isb.Name == partK(backup, k) {
+				b.named[isb.Name] = true
+				b.filling = max(b.filling, k+1)
+			}
+		}
+	}
+	return nil
 }
 
 // ofBackup returns nil when the ImageStreamsBackup isb was made for the Velero backup, and an

@@ -261,7 +261,7 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "big"}, head); err != nil {
 		t.Fatal(err)
 	}
-	// Parts are filled in turn, each with an even share of the items: 50 of 3,000 over 60 parts.
+	// Parts are filled in turn, 50 imagestreams each.
 	if head.Annotations[oadpv1alpha1.AnnotationParts] != "60" || len(parts) != 2 {
 		t.Errorf("a 3,000-item backup of 100 imagestreams has %d parts (annotation %q), want 60 of which 2 filled", len(parts), head.Annotations[oadpv1alpha1.AnnotationParts])
 	}
@@ -800,5 +800,49 @@ func TestAPartThatAppearsAfterTheHeadWasWrittenIsListed(t *testing.T) {
 	}
 	if len(head.Spec.ImageStreams) != 1 {
 		t.Errorf("head holds %d imagestreams, want its own one", len(head.Spec.ImageStreams))
+	}
+}
+
+// A plugin process that Velero starts again in the middle of a backup (the first one died)
+// finds the parts its predecessor wrote: the head lists them, and it fills the next ones
+// instead of writing into them again.
+func TestARestartedPluginListsThePartsItsPredecessorWrote(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	backup := newBackupObject(t, ns, "restarted", 150) // parts 1 and 2, then the head
+	execute := func(a *action.BackupAction, from, to int) {
+		for i := from; i < to; i++ {
+			name := fmt.Sprintf("is-%03d", i)
+			if _, _, _, _, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(i)}}), backup); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	execute(newAction(), 0, 100) // fills parts 1 and 2, which are written; then the process dies
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return len(recorded(t, ns, "restarted")) == 2, nil
+	}); err != nil {
+		t.Fatalf("recorded %v, want the two full parts", recorded(t, ns, "restarted"))
+	}
+	next := newAction()
+	execute(next, 100, 110)
+	if err := next.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	parts := recorded(t, ns, "restarted")
+	want := map[string]int{"restarted": 10}
+	head := &oadpv1alpha1.ImageStreamsBackup{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "restarted"}, head); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range head.Spec.Parts {
+		want[p] = 50
+	}
+	got := map[string]int{}
+	for name, streams := range parts {
+		got[name] = len(streams)
+	}
+	if len(head.Spec.Parts) != 2 || !reflect.DeepEqual(got, want) {
+		t.Errorf("imagestreams by part %v with the head listing %q, want 50 in each of the two parts it lists and the 10 new ones in the head", got, head.Spec.Parts)
 	}
 }

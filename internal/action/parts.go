@@ -6,6 +6,7 @@ package action
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -25,8 +26,9 @@ import (
 // 1.5 MiB), and every write to an object costs the API server time in proportion to its size,
 // so they are spread over parts: the head, an ImageStreamsBackup named exactly after the Velero
 // backup, and <backup>-part<k>-<uid> for k = 1 ... n-1. Parts 1 ... n-1 are filled in turn, in
-// the order Velero hands out imagestreams, each written whole as soon as it is full; the head
-// takes what they leave and is written once Velero has collected every item. The head's creator
+// the order Velero hands out imagestreams, itemsPerPart each, each written whole as soon as it
+// is full; the head takes what they leave and is written once Velero has collected every item
+// (see backupParts.place). The head's creator
 // fixes the number of parts from the size of the Velero backup and records it in
 // oadpv1alpha1.AnnotationParts, so every writer agrees; the head lists the parts that hold
 // imagestreams in spec.parts, so that the worker records them in the head's stored index. A
@@ -47,6 +49,19 @@ const (
 // partsFor is the number of parts for a Velero backup of totalItems items.
 func partsFor(totalItems int) int {
 	return min(max(1, (totalItems+itemsPerPart-1)/itemsPerPart), oadpv1alpha1.MaxParts)
+}
+
+// spreadPart is the part of a backup of parts parts that the hash of namespace/name picks.
+func spreadPart(backup *velerov1.Backup, parts int, namespace, name string) string {
+	if parts <= 1 {
+		return backup.Name
+	}
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s/%s", namespace, name)
+	if k := int(h.Sum32() % uint32(parts)); k > 0 {
+		return partK(backup, k)
+	}
+	return backup.Name
 }
 
 // partK is the name of part k > 0 of backup: <backup>-part<k>-<first 8 characters of its uid>,

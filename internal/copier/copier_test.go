@@ -491,6 +491,47 @@ func TestACorruptLayerNeverReachesTheRegistryWhole(t *testing.T) {
 	}
 }
 
+// An image with a foreign layer (a Windows base layer, fetched from its URLs) and a layer it
+// lists twice is backed up and restored whole: the foreign layer is neither stored nor sent,
+// the repeated one is sent once, and the manifest comes back byte for byte.
+func TestAnImageWithAForeignAndARepeatedLayerRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	src, dst, f := newRegistry(t), newRegistry(t), newStore(t)
+	foreign := must[v1.Layer](t)(random.Layer(1024, types.DockerForeignLayer))
+	repeated := must[v1.Layer](t)(random.Layer(2048, types.DockerLayer))
+	img := must[v1.Image](t)(mutate.Append(dockerImage(t),
+		mutate.Addendum{Layer: foreign, URLs: []string{"https://example.invalid/base.tar.gz"}, MediaType: types.DockerForeignLayer},
+		mutate.Addendum{Layer: repeated}, mutate.Addendum{Layer: repeated}))
+	desc, err := newCopier(t, f.store).Copy(ctx, src.push(t, "app/img", img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uploads atomic.Int64
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			uploads.Add(1)
+		}
+		dst.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer target.Close()
+	repo := must[name.Repository](t)(name.NewRepository(strings.TrimPrefix(target.URL, "http://") + "/app/img"))
+	p := newPusher(t, f.store)
+	if err := p.Push(ctx, desc, repo, []string{"latest"}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	got := must[[]byte](t)(must[*remote.Descriptor](t)(remote.Get(repo.Tag("latest"))).RawManifest())
+	if want := must[[]byte](t)(img.RawManifest()); !bytes.Equal(got, want) {
+		t.Errorf("restored manifest differs from the original")
+	}
+	// The config, the three layers of the base image and the repeated layer once.
+	if n := uploads.Load(); n != 5 {
+		t.Errorf("%d blobs uploaded, want 5: the foreign layer never, the repeated one once", n)
+	}
+	if st := p.Stats(); st.BlobsUploaded != 5 || st.BlobsSkipped != 2 {
+		t.Errorf("stats %+v, want 5 blobs uploaded and 2 skipped (the foreign and the repeated entry)", st)
+	}
+}
+
 func TestCopyWithABearerToken(t *testing.T) {
 	const token = "projected-service-account-token"
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))

@@ -363,12 +363,22 @@ func (p *Pusher) pushImage(ctx context.Context, img v1.Image, desc v1.Descriptor
 	counted := make([]*countingLayer, len(layers))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(SmallBlobsPerJob * p.opts.jobs())
+	seen := map[v1.Hash]bool{}
 	for i, l := range layers {
-		g.Go(func() error {
-			h, err := l.Digest()
-			if err != nil {
+		h, err := l.Digest()
+		if err != nil {
+			return err
+		}
+		// A layer an image lists twice (old Docker images repeat the empty layer) is sent
+		// once; its other entries count as skipped.
+		if seen[h] || !distributable(l) {
+			if counted[i], err = p.counted(ctx, l); err != nil {
 				return err
 			}
+			continue
+		}
+		seen[h] = true
+		g.Go(func() error {
 			if sent, ok := others[h]; ok {
 				select {
 				case <-sent:
@@ -435,15 +445,31 @@ func (p *Pusher) release(mine []v1.Hash) {
 	}
 }
 
+// distributable reports whether a registry takes layer l: a foreign layer (a Windows base
+// layer) is fetched from its URLs, is not in the store (the backup does not copy it) and is
+// not sent, as go-containerregistry does not send it either.
+func distributable(l v1.Layer) bool {
+	mt, err := l.MediaType()
+	return err != nil || mt.IsDistributable()
+}
+
+// counted wraps layer l so that it counts, as skipped, when the image is recorded.
+func (p *Pusher) counted(ctx context.Context, l v1.Layer) (*countingLayer, error) {
+	size, err := l.Size()
+	if err != nil {
+		return nil, err
+	}
+	return &countingLayer{Layer: l, counts: &p.counts, size: size, ctx: ctx, slots: p.slots}, nil
+}
+
 // mountable wraps layer l, whose digest is h, so that it counts the bytes it sends, holds a
 // transfer slot while it is sent and, when this Pusher already pushed it to another repository
 // of the same registry, is mounted from there. It returns the layer to send and its count.
 func (p *Pusher) mountable(ctx context.Context, l v1.Layer, h v1.Hash, repo name.Repository) (v1.Layer, *countingLayer, error) {
-	size, err := l.Size()
+	cl, err := p.counted(ctx, l)
 	if err != nil {
 		return nil, nil, err
 	}
-	cl := &countingLayer{Layer: l, counts: &p.counts, size: size, ctx: ctx, slots: p.slots}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if from, ok := p.pushed[h]; ok && from.RegistryStr() == repo.RegistryStr() && from.String() != repo.String() {
@@ -457,7 +483,7 @@ func (p *Pusher) record(counted []*countingLayer, repo name.Repository) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range counted {
-		if h, err := l.Digest(); err == nil {
+		if h, err := l.Digest(); err == nil && distributable(l) {
 			p.pushed[h] = repo
 		}
 		if !l.read.Load() {
