@@ -532,6 +532,37 @@ func TestAnImageWithAForeignAndARepeatedLayerRoundTrips(t *testing.T) {
 	}
 }
 
+// A registry that refuses a manifest for a blob it says it lacks, as distribution does for a
+// moment while another client rewrites the same blob's links, gets the manifest again.
+func TestAManifestRefusedForABlobTheRegistryLacksIsPutAgain(t *testing.T) {
+	ctx := context.Background()
+	src, f := newRegistry(t), newStore(t)
+	img := dockerImage(t)
+	desc, err := newCopier(t, f.store).Copy(ctx, src.push(t, "app/img", img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refused atomic.Int64
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	dst := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") && refused.Add(1) <= 2 {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, `{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}`)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	defer dst.Close()
+	repo := must[name.Repository](t)(name.NewRepository(strings.TrimPrefix(dst.URL, "http://") + "/app/img"))
+	if err := newPusher(t, f.store).Push(ctx, desc, repo, []string{"latest"}); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if got, err := remote.Head(repo.Tag("latest")); err != nil || got.Digest != desc.Digest {
+		t.Errorf("latest = %v, %v; want %s", got, err, desc.Digest)
+	}
+}
+
 func TestCopyWithABearerToken(t *testing.T) {
 	const token = "projected-service-account-token"
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))

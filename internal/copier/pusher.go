@@ -2,15 +2,18 @@ package copier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
@@ -109,7 +112,7 @@ func (p *Pusher) Push(ctx context.Context, desc v1.Descriptor, repo name.Reposit
 		return nil
 	}
 	for _, tag := range tags {
-		if err := p.rp.Put(ctx, repo.Tag(tag), t); err != nil {
+		if err := p.putManifest(ctx, func() error { return p.rp.Put(ctx, repo.Tag(tag), t) }); err != nil {
 			return fmt.Errorf("tagging %s:%s: %w", repo, tag, err)
 		}
 	}
@@ -161,7 +164,7 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 				return nil, false, err
 			}
 		}
-		if err := remote.WriteIndex(ref, idx, p.remote...); err != nil {
+		if err := p.putManifest(ctx, func() error { return remote.WriteIndex(ref, idx, p.remote...) }); err != nil {
 			return nil, false, fmt.Errorf("pushing index %s: %w", ref, err)
 		}
 		p.counts.add(desc.Size, true)
@@ -189,6 +192,35 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 	default:
 		return nil, false, fmt.Errorf("%s: unsupported media type %q", ref, desc.MediaType)
 	}
+}
+
+// putManifest runs put, which puts a manifest whose blobs and children are in the registry,
+// again when the registry answers that it lacks one of them. Distribution's filesystem
+// storage rewrites a repository's link files in place, so while another client (another
+// restore of the same target) sends the same blobs, the registry may for a moment not see
+// one it has.
+func (p *Pusher) putManifest(ctx context.Context, put func() error) error {
+	b := p.opts.backoff()
+	delay := b.Duration
+	for attempt := 1; ; attempt++ {
+		err := put()
+		if err == nil || !lacksReferenced(err) || attempt >= b.Steps {
+			return err
+		}
+		if !sleep(ctx, jittered(delay, b.Jitter)) {
+			return err
+		}
+		delay = time.Duration(float64(delay) * b.Factor)
+	}
+}
+
+// lacksReferenced reports whether err is a registry's refusal of a manifest for a blob or
+// child manifest it says it lacks.
+func lacksReferenced(err error) bool {
+	var terr *transport.Error
+	return errors.As(err, &terr) && slices.ContainsFunc(terr.Errors, func(d transport.Diagnostic) bool {
+		return d.Code == transport.ManifestBlobUnknownErrorCode || d.Code == transport.BlobUnknownErrorCode
+	})
 }
 
 // isFresh reports whether repo had no tags when this Pusher first looked: one tag list a
@@ -399,7 +431,7 @@ func (p *Pusher) pushImage(ctx context.Context, img v1.Image, desc v1.Descriptor
 		return fmt.Errorf("pushing image %s@%s: %w", repo, desc.Digest, err)
 	}
 	for _, ref := range put {
-		if err := p.rp.Put(ctx, ref, img); err != nil {
+		if err := p.putManifest(ctx, func() error { return p.rp.Put(ctx, ref, img) }); err != nil {
 			return fmt.Errorf("pushing image %s: %w", ref, err)
 		}
 	}
