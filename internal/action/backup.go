@@ -332,9 +332,9 @@ func (a *BackupAction) Progress(operationID string, backup *velerov1.Backup) (ve
 // So Execute holds the entries of a part until it is full, and this step, at the first
 // Progress, writes the parts that are not (the head among them) while Velero waits: writing
 // parts as they grow would rewrite them again and again, and item collection would wait on the
-// API server. A later call writes only what was queued since
-// (another backup in the same process still collecting items). A write that fails is logged;
-// the operations of the imagestreams it held fail by name after recordDeadline.
+// API server. A later call writes only what was queued since (another backup in the same
+// process still collecting items). A write that fails is logged; the operations of the
+// imagestreams it held fail by name after recordDeadline.
 func (a *BackupAction) itemCollectionEnded() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

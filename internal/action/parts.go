@@ -28,12 +28,11 @@ import (
 // backup, and <backup>-part<k>-<uid> for k = 1 ... n-1. Parts 1 ... n-1 are filled in turn, in
 // the order Velero hands out imagestreams, itemsPerPart each, each written whole as soon as it
 // is full; the head takes what they leave and is written once Velero has collected every item
-// (see backupParts.place). The head's creator
-// fixes the number of parts from the size of the Velero backup and records it in
-// oadpv1alpha1.AnnotationParts, so every writer agrees; the head lists the parts that hold
-// imagestreams in spec.parts, so that the worker records them in the head's stored index. A
-// backup of up to itemsPerPart items has one part, the head, and none has more than
-// oadpv1alpha1.MaxParts, the most the worker reads from a stored index.
+// (see backupParts.place). The head's creator fixes the number of parts from the size of the
+// Velero backup and records it in oadpv1alpha1.AnnotationParts, so every writer agrees; the
+// head lists the parts that hold imagestreams in spec.parts, so that the worker records them in
+// the head's stored index. A backup of up to itemsPerPart items has one part, the head, and
+// none has more than oadpv1alpha1.MaxParts, the most the worker reads from a stored index.
 //
 // A part's name carries the start of the Velero backup's uid, so that it names no other
 // backup's head: a Velero backup may well be called "daily.1".

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -200,18 +199,7 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 // restore of the same target) sends the same blobs, the registry may for a moment not see
 // one it has.
 func (p *Pusher) putManifest(ctx context.Context, put func() error) error {
-	b := p.opts.backoff()
-	delay := b.Duration
-	for attempt := 1; ; attempt++ {
-		err := put()
-		if err == nil || !lacksReferenced(err) || attempt >= b.Steps {
-			return err
-		}
-		if !sleep(ctx, jittered(delay, b.Jitter)) {
-			return err
-		}
-		delay = time.Duration(float64(delay) * b.Factor)
-	}
+	return retryIf(ctx, p.opts.backoff(), lacksReferenced, put)
 }
 
 // lacksReferenced reports whether err is a registry's refusal of a manifest for a blob or
@@ -246,8 +234,9 @@ func (p *Pusher) isFresh(ctx context.Context, repo name.Repository) bool {
 }
 
 // sendLayer gives repo the layer unless this Pusher did already: a layer it pushed to another
-// repository is mounted from there with one request, and any other is sent in two (see
-// sendSmall and sendLarge).
+// repository is mounted from there with one request, and any other the repository lacks is
+// sent in two (see sendSmall and sendLarge). A repository that is not fresh is asked for it
+// first.
 func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, cl *countingLayer, repo name.Repository, fresh bool) error {
 	h, err := l.Digest()
 	if err != nil {
@@ -265,14 +254,18 @@ func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, cl *countingLayer, r
 		// some keep blobs: it is looked for before it is sent.
 		fresh = false
 	}
-	switch {
-	case mounted:
-	case cl.size < SmallBlobSize:
-		if err := p.sendSmall(ctx, cl, repo, h, fresh); err != nil {
-			return fmt.Errorf("pushing layer %s to %s: %w", h, repo, err)
+	has := mounted
+	if !has && !fresh {
+		if has, err = p.up.has(ctx, repo, h); err != nil {
+			return fmt.Errorf("looking for layer %s in %s: %w", h, repo, err)
 		}
-	default:
-		if err := p.sendLarge(ctx, cl, repo, h, fresh); err != nil {
+	}
+	if !has {
+		send := p.sendLarge
+		if cl.size < SmallBlobSize {
+			send = p.sendSmall
+		}
+		if err := send(ctx, cl, repo, h); err != nil {
 			return fmt.Errorf("pushing layer %s to %s: %w", h, repo, err)
 		}
 	}
@@ -281,39 +274,30 @@ func (p *Pusher) sendLayer(ctx context.Context, l v1.Layer, cl *countingLayer, r
 }
 
 // sendLarge streams a layer from the store in one POST and one PUT, holding a transfer slot
-// while its bytes are read (countingLayer); a repository that is not fresh is asked for it
-// first. The store checks the layer's digest before it hands out its last bytes, so a layer
-// that does not match never reaches the registry whole.
-func (p *Pusher) sendLarge(ctx context.Context, cl *countingLayer, repo name.Repository, h v1.Hash, fresh bool) error {
-	if !fresh {
-		if has, err := p.up.has(ctx, repo, h); err != nil || has {
-			return err
-		}
-	}
+// while its bytes are read (countingLayer). The store checks the layer's digest before it
+// hands out its last bytes, so a layer that does not match never reaches the registry whole.
+func (p *Pusher) sendLarge(ctx context.Context, cl *countingLayer, repo name.Repository, h v1.Hash) error {
 	return p.up.uploadStream(ctx, repo, h, blobBody{size: cl.size, open: cl.Compressed})
 }
 
 // sendSmall sends a layer under SmallBlobSize as the uploader sends a config: read whole and
-// verified, then in one POST and one PUT, where go-containerregistry streams it in four
-// requests. A repository that is not fresh is asked for it first. Small layers move in slots of
-// their own, as in a backup: they cost their size in memory, and their pace is the registry's
-// per request.
-func (p *Pusher) sendSmall(ctx context.Context, cl *countingLayer, repo name.Repository, h v1.Hash, fresh bool) error {
+// verified, then in one POST and one PUT. Small layers move in slots of their own, as in a
+// backup: they cost their size in memory, and their pace is the registry's per request.
+func (p *Pusher) sendSmall(ctx context.Context, cl *countingLayer, repo name.Repository, h v1.Hash) error {
 	select {
 	case p.small <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	defer func() { <-p.small }()
-	if !fresh {
-		if has, err := p.up.has(ctx, repo, h); err != nil || has {
-			return err
-		}
-	}
-	data, err := cl.readAll()
+	data, err := p.store.ReadBlob(ctx, h, cl.size)
 	if err != nil {
 		return err
 	}
+	if int64(len(data)) != cl.size {
+		return &imagestore.DigestMismatchError{Digest: h, Got: fmt.Sprintf("%d bytes stored, want %d", len(data), cl.size)}
+	}
+	cl.countRead()
 	return p.up.upload(ctx, repo, h, data)
 }
 
@@ -418,12 +402,12 @@ func (p *Pusher) pushImage(ctx context.Context, img v1.Image, desc v1.Descriptor
 					return gctx.Err()
 				}
 			}
-			var send v1.Layer
-			send, counted[i], err = p.mountable(ctx, l, h, repo)
+			send, cl, err := p.mountable(ctx, l, h, repo)
 			if err != nil {
 				return err
 			}
-			return p.sendLayer(gctx, send, counted[i], repo, fresh)
+			counted[i] = cl
+			return p.sendLayer(gctx, send, cl, repo, fresh)
 		})
 	}
 	g.Go(func() error { return p.sendConfig(gctx, img, repo, fresh) })
@@ -553,27 +537,6 @@ func (l *countingLayer) Compressed() (io.ReadCloser, error) {
 	// with the push: a body a failed request never closes holds it no longer.
 	stop := context.AfterFunc(l.ctx, release)
 	return &slotReader{ReadCloser: rc, release: func() { stop(); release() }}, nil
-}
-
-// readAll reads the whole layer, verified, without taking a transfer slot: the caller holds a
-// slot of small blobs.
-func (l *countingLayer) readAll() ([]byte, error) {
-	rc, err := l.Layer.Compressed()
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	// One byte past the size: the store verifies the digest when its reader reaches the end,
-	// and a reader cut at the size would never get there.
-	data, err := io.ReadAll(io.LimitReader(rc, l.size+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) != l.size {
-		return nil, fmt.Errorf("layer is %d bytes, want %d", len(data), l.size)
-	}
-	l.countRead()
-	return data, nil
 }
 
 // countRead counts the layer as uploaded the first time its bytes are read.

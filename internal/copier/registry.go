@@ -317,10 +317,16 @@ func transient(err error) bool {
 
 // retry runs f until it succeeds, fails for good, or the backoff is spent.
 func retry(ctx context.Context, b remote.Backoff, f func() error) error {
+	return retryIf(ctx, b, transient, f)
+}
+
+// retryIf runs f until it succeeds, fails with an error again does not accept, or the backoff is
+// spent.
+func retryIf(ctx context.Context, b remote.Backoff, again func(error) bool, f func() error) error {
 	delay := b.Duration
 	for attempt := 1; ; attempt++ {
 		err := f()
-		if err == nil || !transient(err) || attempt >= b.Steps || ctx.Err() != nil {
+		if err == nil || !again(err) || attempt >= b.Steps || ctx.Err() != nil {
 			return err
 		}
 		if !sleep(ctx, jittered(delay, b.Jitter)) {
