@@ -99,7 +99,7 @@ type BackupReconciler struct {
 
 // SetupWithManager registers the reconciler, its job runner and its garbage collector.
 func (r *BackupReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.jobs = newJobs(r.Client, r.Recorder, &r.Config, "Backup", func() client.Object { return &oadpv1alpha1.ImageStreamsBackup{} })
+	r.jobs = newJobs(r.Client, r.APIReader, r.Recorder, &r.Config, "Backup", func() client.Object { return &oadpv1alpha1.ImageStreamsBackup{} })
 	r.collector = transfer.NewCollector(transfer.CollectorConfig{
 		Open: transfer.OpenStore, StaleAfter: r.StaleAfter, Delay: r.GCDelay, Retry: r.RetryInterval,
 		Notify: r.jobs.wakeUp, Observe: observeGC, Log: mgr.GetLogger().WithName("gc"),
@@ -176,7 +176,7 @@ func (r *BackupReconciler) reconcileNormal(ctx context.Context, isb *oadpv1alpha
 	case answered(isb):
 		return ctrl.Result{}, nil
 	case isb.Spec.Cancel:
-		return ctrl.Result{}, r.jobs.cancelBeforeStart(ctx, isb)
+		return r.jobs.cancelBeforeStart(ctx, isb)
 	}
 	if g := r.gate(ctx, isb); !g.start {
 		return r.wait(ctx, isb, g)
@@ -193,16 +193,16 @@ func (r *BackupReconciler) reconcileNormal(ctx context.Context, isb *oadpv1alpha
 			// exists is someone else's.
 			return r.jobs.notYet(ctx, isb, oadpv1alpha1.ReasonStoreUnavailable, err)
 		}
-		return ctrl.Result{}, r.jobs.fail(ctx, isb, transfer.Result{Outcome: transfer.Failed, Reason: oadpv1alpha1.ReasonBackupExists, Message: conflict})
+		return r.jobs.fail(ctx, isb, transfer.Result{Outcome: transfer.Failed, Reason: oadpv1alpha1.ReasonBackupExists, Message: conflict})
 	}
 	job, err := transfer.NewBackup(p.store, transfer.BackupSpec{
 		Name: isb.Name, Writer: writerID(isb), Parts: partNames(isb), ImageStreams: isb.Spec.ImageStreams, Previous: previous,
 		Host: p.host, Options: p.opts, StaleAfter: r.StaleAfter,
 	})
 	if err != nil {
-		return ctrl.Result{}, r.jobs.fail(ctx, isb, transfer.Result{Outcome: transfer.Failed, Reason: oadpv1alpha1.ReasonFailed, Message: err.Error()})
+		return r.jobs.fail(ctx, isb, transfer.Result{Outcome: transfer.Failed, Reason: oadpv1alpha1.ReasonFailed, Message: err.Error()})
 	}
-	return ctrl.Result{}, r.jobs.start(ctx, isb, job)
+	return r.jobs.start(ctx, isb, job)
 }
 
 // gate reads the Velero backup isb waits for, if any, and applies the start rules.
@@ -220,25 +220,28 @@ func (r *BackupReconciler) gate(ctx context.Context, isb *oadpv1alpha1.ImageStre
 // looks again.
 func (r *BackupReconciler) wait(ctx context.Context, isb *oadpv1alpha1.ImageStreamsBackup, g gateDecision) (ctrl.Result, error) {
 	if g.fail {
-		r.Recorder.Eventf(isb, nil, corev1.EventTypeWarning, g.reason, "Gate", g.message)
-		return ctrl.Result{}, r.jobs.patch(ctx, isb, func() {
+		res, err := r.jobs.patchDecided(ctx, isb, func() {
 			isb.Status.Phase = oadpv1alpha1.BackupPhaseFailed
 			isb.Status.ObservedGeneration = isb.Generation
 			isb.Status.CompletionTimestamp = ptrNow()
 			setNotReady(isb, isb.Generation, g.reason, g.message)
 		})
+		if err == nil && res.RequeueAfter == 0 {
+			r.Recorder.Eventf(isb, nil, corev1.EventTypeWarning, g.reason, "Gate", g.message)
+		}
+		return res, err
 	}
-	err := r.jobs.patch(ctx, isb, func() {
+	res, err := r.jobs.patchDecided(ctx, isb, func() {
 		isb.Status.Phase = oadpv1alpha1.BackupPhaseNew
 		if g.reason == oadpv1alpha1.ReasonWaitingForVeleroBackup {
 			isb.Status.Phase = oadpv1alpha1.BackupPhaseWaitingForVeleroBackup
 		}
 		setNotReady(isb, isb.Generation, g.reason, g.message)
 	})
-	if g.reason == oadpv1alpha1.ReasonNotStarted {
-		return ctrl.Result{}, err
+	if err != nil || res.RequeueAfter > 0 || g.reason == oadpv1alpha1.ReasonNotStarted {
+		return res, err
 	}
-	return ctrl.Result{RequeueAfter: min(r.RetryInterval, veleroPollInterval)}, err
+	return ctrl.Result{RequeueAfter: min(r.RetryInterval, veleroPollInterval)}, nil
 }
 
 // observeGC counts the collections and what they removed.

@@ -25,7 +25,9 @@ import (
 // jobs is what both reconcilers share: it starts their transfer jobs and projects what the
 // jobs report onto the resources' status, with events, logs and metrics.
 type jobs struct {
-	client   client.Client
+	client client.Client
+	// reader reads uncached: a job starts only from the object as the API server has it.
+	reader   client.Reader
 	recorder events.EventRecorder
 	cfg      *Config
 	runner   *transfer.Runner
@@ -37,8 +39,8 @@ type jobs struct {
 	wake chan event.GenericEvent
 }
 
-func newJobs(c client.Client, rec events.EventRecorder, cfg *Config, kind string, newObject func() client.Object) *jobs {
-	return &jobs{client: c, recorder: rec, cfg: cfg, runner: transfer.NewRunner(cfg.ProgressInterval), kind: kind, newObject: newObject,
+func newJobs(c client.Client, reader client.Reader, rec events.EventRecorder, cfg *Config, kind string, newObject func() client.Object) *jobs {
+	return &jobs{client: c, reader: reader, recorder: rec, cfg: cfg, runner: transfer.NewRunner(cfg.ProgressInterval), kind: kind, newObject: newObject,
 		wake: make(chan event.GenericEvent, 64)}
 }
 
@@ -90,24 +92,37 @@ func (j *jobs) whileRunning(obj statusObject) (ctrl.Result, bool) {
 }
 
 // cancelBeforeStart ends obj, which asks to be canceled and has no job.
-func (j *jobs) cancelBeforeStart(ctx context.Context, obj statusObject) error {
-	return j.patch(ctx, obj, func() { setCanceledBeforeStart(obj, obj.GetGeneration()) })
+func (j *jobs) cancelBeforeStart(ctx context.Context, obj statusObject) (ctrl.Result, error) {
+	return j.patchDecided(ctx, obj, func() { setCanceledBeforeStart(obj, obj.GetGeneration()) })
 }
 
 // notYet says why obj cannot start, and looks again after RetryInterval.
-func (j *jobs) notYet(ctx context.Context, obj statusObject, reason string, err error) (ctrl.Result, error) {
-	log.FromContext(ctx).Info(j.kind+" cannot start yet", "reason", reason, "error", err.Error())
-	return ctrl.Result{RequeueAfter: j.cfg.RetryInterval}, j.patch(ctx, obj, func() { setWaiting(obj, obj.GetGeneration(), reason, err.Error()) })
+func (j *jobs) notYet(ctx context.Context, obj statusObject, reason string, cause error) (ctrl.Result, error) {
+	log.FromContext(ctx).Info(j.kind+" cannot start yet", "reason", reason, "error", cause.Error())
+	res, err := j.patchDecided(ctx, obj, func() { setWaiting(obj, obj.GetGeneration(), reason, cause.Error()) })
+	if err != nil || res.RequeueAfter > 0 {
+		return res, err
+	}
+	return ctrl.Result{RequeueAfter: j.cfg.RetryInterval}, nil
 }
 
 // fail ends obj, which cannot run at all, with res.
-func (j *jobs) fail(ctx context.Context, obj statusObject, res transfer.Result) error {
-	return j.end(ctx, obj, obj.GetGeneration(), res, time.Now())
+func (j *jobs) fail(ctx context.Context, obj statusObject, res transfer.Result) (ctrl.Result, error) {
+	if stale, again, err := j.stale(ctx, obj); stale {
+		return again, err
+	}
+	return ctrl.Result{}, j.end(ctx, obj, obj.GetGeneration(), res, time.Now())
 }
 
 // start runs job for obj. Its status writes go to a copy of obj that each write refreshes,
 // and answer obj's generation, the spec the job runs.
-func (j *jobs) start(ctx context.Context, obj statusObject, job transfer.Job) error {
+// A cached obj whose status is behind the API server's (see stale) closes job unstarted and
+// is looked at again.
+func (j *jobs) start(ctx context.Context, obj statusObject, job transfer.Job) (ctrl.Result, error) {
+	if stale, res, err := j.stale(ctx, obj); stale {
+		job.Close()
+		return res, err
+	}
 	gen, live := obj.GetGeneration(), obj.DeepCopyObject().(statusObject)
 	logger := log.FromContext(ctx)
 	begun := time.Now()
@@ -134,9 +149,46 @@ func (j *jobs) start(ctx context.Context, obj statusObject, job transfer.Job) er
 		},
 	})
 	if errors.Is(err, transfer.ErrRunning) || errors.Is(err, transfer.ErrStopping) {
-		return nil // the running job answers; a stopping worker's successor starts it
+		return ctrl.Result{}, nil // the running job answers; a stopping worker's successor starts it
 	}
-	return err
+	return ctrl.Result{}, err
+}
+
+// stale reports whether obj, a copy from the cache, is behind the object the API server has in
+// what the reconcilers decide from: its status, which only the worker writes (writes of the
+// spec or metadata meanwhile leave it current; a changed spec is run again once answered). A
+// gone object is stale too. again is how to look at obj again.
+//
+// The runner forgets a job as soon as its final status is written, and the cache may not have
+// that write yet: a reconcile of the cached copy sees the resource unanswered. Whatever it
+// decides from that copy must not be written: a run started from it copies the spec again,
+// and a status patch from it takes back what the final write said.
+func (j *jobs) stale(ctx context.Context, obj statusObject) (stale bool, again ctrl.Result, err error) {
+	live := j.newObject().(statusObject)
+	if err := j.reader.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+		return true, ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if live.GetUID() == obj.GetUID() && live.GetPhase() == obj.GetPhase() && equality.Semantic.DeepEqual(live.GetCommonStatus(), obj.GetCommonStatus()) {
+		return false, ctrl.Result{}, nil
+	}
+	log.FromContext(ctx).Info("The cached copy's status is behind the object's; looking again", "phase", obj.GetPhase(), "currentPhase", live.GetPhase())
+	return true, ctrl.Result{RequeueAfter: j.cfg.RetryInterval}, nil
+}
+
+// patchDecided is patch for a status a reconcile decided from obj, a copy from the cache: a
+// write that changes anything goes only while obj's status is current (see stale), and
+// otherwise obj is looked at again after the returned result.
+func (j *jobs) patchDecided(ctx context.Context, obj statusObject, mutate func()) (ctrl.Result, error) {
+	before := obj.DeepCopyObject().(statusObject)
+	mutate()
+	if equality.Semantic.DeepEqual(before, obj) {
+		return ctrl.Result{}, nil
+	}
+	if stale, again, err := j.stale(ctx, before); stale {
+		return again, err
+	}
+	err := j.client.Status().Patch(ctx, obj, client.MergeFrom(before))
+	return ctrl.Result{}, client.IgnoreNotFound(err)
 }
 
 // end projects res onto obj's status. An interrupted job writes nothing when the worker is

@@ -67,7 +67,7 @@ func (s *pushedSets) get(uid types.UID) *transfer.Pushed {
 
 // SetupWithManager registers the reconciler and its job runner.
 func (r *RestoreReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	r.jobs = newJobs(r.Client, r.Recorder, &r.Config, "Restore", func() client.Object { return &oadpv1alpha1.ImageStreamsRestore{} })
+	r.jobs = newJobs(r.Client, r.APIReader, r.Recorder, &r.Config, "Restore", func() client.Object { return &oadpv1alpha1.ImageStreamsRestore{} })
 	if err := mgr.Add(r.jobs.runner); err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	case !isr.DeletionTimestamp.IsZero(), answered(isr):
 		return ctrl.Result{}, nil
 	case isr.Spec.Cancel:
-		return ctrl.Result{}, r.jobs.cancelBeforeStart(ctx, isr)
+		return r.jobs.cancelBeforeStart(ctx, isr)
 	}
 	p, reason, err := r.preflight(ctx, r.APIReader, isr.Spec.BackupLocation)
 	if err != nil {
@@ -108,7 +108,7 @@ func (r *RestoreReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 	}
 	job := transfer.NewRestore(p.store, transfer.RestoreSpec{Backup: backup, Restore: &isr.Spec, Host: p.host, Options: p.opts,
 		Pushed: r.pushed.get(isr.UID)})
-	return ctrl.Result{}, r.jobs.start(ctx, isr, job)
+	return r.jobs.start(ctx, isr, job)
 }
 
 // unreadable handles a stored backup that could not be read: a store that did not answer is
@@ -123,5 +123,5 @@ func (r *RestoreReconciler) unreadable(ctx context.Context, isr *oadpv1alpha1.Im
 		err = fmt.Errorf("backup %q is not in the backup location (no backups/%s/index.json)", isr.Spec.BackupName(), isr.Spec.BackupName())
 	}
 	r.Recorder.Eventf(isr, nil, corev1.EventTypeWarning, reason, "Restore", err.Error())
-	return ctrl.Result{}, r.jobs.fail(ctx, isr, transfer.Result{Outcome: transfer.Failed, Reason: reason, Message: err.Error()})
+	return r.jobs.fail(ctx, isr, transfer.Result{Outcome: transfer.Failed, Reason: reason, Message: err.Error()})
 }

@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -34,6 +35,9 @@ type ManagerOptions struct {
 	// SeveralPerProcess lets one process run several workers one after another, as tests
 	// do; controller-runtime otherwise refuses a controller name it has seen.
 	SeveralPerProcess bool
+	// NewClient builds the client the reconcilers read (through the cache) and write with;
+	// controller-runtime's client.New when nil.
+	NewClient client.NewClientFunc
 }
 
 // NewManager builds the worker: both reconcilers, watching ImageStreamsBackups and
@@ -74,6 +78,7 @@ func NewManager(cfg *rest.Config, o ManagerOptions) (manager.Manager, error) {
 		// the worker needs no cluster-wide list rights.
 		Cache:      cache.Options{DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}},
 		Controller: config.Controller{SkipNameValidation: &o.SeveralPerProcess},
+		NewClient:  o.NewClient,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)

@@ -150,7 +150,8 @@ func run(s *stack.Stack) {
 		if isb.Status.Phase != oadpv1alpha1.BackupPhaseCompleted {
 			panic(fmt.Sprintf("ImageStreamsBackup %s is %s", isb.Name, isb.Status.Phase))
 		}
-		step("ImageStreamsBackup %s: %d images, started %s, completed %s", isb.Name, isb.Status.Progress.ImagesDone,
+		step("ImageStreamsBackup %s: %d imagestreams, %d of %d images (generation %d, observed %d), started %s, completed %s", isb.Name,
+			len(isb.Spec.ImageStreams), isb.Status.Progress.ImagesDone, isb.Status.Progress.ImagesTotal, isb.Generation, isb.Status.ObservedGeneration,
 			isb.Status.StartTimestamp.Format("15:04:05"), isb.Status.CompletionTimestamp.Format("15:04:05"))
 		images += isb.Status.Progress.ImagesDone
 		uploaded += isb.Status.Progress.BytesUploaded
