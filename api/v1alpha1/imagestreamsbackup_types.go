@@ -69,6 +69,11 @@ const (
 	// original, such as a new cluster after the old one was lost) is the uid of the original
 	// one, which wrote the stored index.
 	AnnotationOriginalUID = "oadp.openshift.io/original-uid"
+	// AnnotationRecordedByPrefix followed by the id of a Velero plugin process is set by that
+	// process's first write of an ImageStreamsBackup that carries imagestreams, to the number
+	// of imagestreams the write carried. The operation the plugin returns to Velero for a part
+	// covers the imagestreams of that write, and it is done once the annotation is there.
+	AnnotationRecordedByPrefix = "oadp.openshift.io/recorded-by-"
 )
 
 // VeleroBackupReference names a Velero Backup.

@@ -46,6 +46,8 @@ type backupParts struct {
 	// named are the parts already returned as post-operation items: those that hold
 	// imagestreams.
 	named map[string]bool
+	// opened are the parts whose operation Execute has returned (see Execute).
+	opened map[string]bool
 	// filling is the part Execute fills now (1 ... count-1, then count once they are all
 	// full), and held how many imagestreams it has; inHead is how many the head has.
 	filling, held, inHead int
@@ -114,6 +116,11 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(item.UnstructuredContent(), is); err != nil {
 		return nil, nil, "", nil, fmt.Errorf("reading imagestream: %w", err)
 	}
+	// Velero drops an item that carries this annotation after its actions ran, with the
+	// operation they returned: its images are not recorded, as the imagestream is not stored.
+	if _, skip := is.Annotations[velerov1.SkipFromBackupAnnotation]; skip {
+		return item, nil, "", nil, nil
+	}
 	log := a.log.WithFields(logrus.Fields{"imagestream": is.Namespace + "/" + is.Name, "backup": backup.Namespace + "/" + backup.Name})
 	host, err := a.registryHost(ctx)
 	if err != nil {
@@ -124,18 +131,20 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 		log.Debug("No internal images")
 		return item, nil, "", nil, nil
 	}
-	part, err := a.record(ctx, backup, oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
+	part, firstWrite, err := a.record(ctx, backup, oadpv1alpha1.ImageStream{Name: is.Name, Namespace: is.Namespace, DockerImageReferences: refs})
 	if err != nil {
 		return nil, nil, "", nil, err
 	}
 	// Velero logs every item itself, and the recorder logs each write; a line per imagestream
 	// from the plugin would go through Velero's log pipe once per item besides.
 	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Debug("Queued internal images")
+	op := a.operation(backup, part, is, firstWrite)
 	// Velero backs up every operation's post-operation items again when the operations end,
-	// one by one, reading each from the API server: the part is named once, with its first
-	// imagestream, not once per imagestream.
+	// one by one, reading each from the API server: the part is named once, with the first
+	// operation of its imagestreams, not once per imagestream. Velero keeps post-operation
+	// items only with an operation.
 	var postOperation []velero.ResourceIdentifier
-	if a.firstOf(backup.UID, part) {
+	if op != "" && a.firstOf(backup.UID, part) {
 		postOperation = append(postOperation, velero.ResourceIdentifier{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: part})
 		if part != backup.Name {
 			// The head lists the parts: it is written with them, and backed up again with
@@ -147,7 +156,35 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 			}
 		}
 	}
-	return item, nil, operationID(part, is.Namespace, is.Name, time.Now()), postOperation, nil
+	return item, nil, op, postOperation, nil
+}
+
+// operation is the ID of the operation Execute returns for imagestream is, recorded in part:
+//   - an imagestream in the first write of the part by this process shares one operation with
+//     the others in that write: the first of them returns it, the rest return none. Velero asks
+//     every operation's progress over gRPC, one after the other, before the backup leaves
+//     InProgress and then every few seconds, so a thousand imagestreams make a thousand calls
+//     where their parts make a few dozen. The operation is done when the write is (the part
+//     carries AnnotationRecordedByPrefix with this process's id) and the worker has stored the
+//     part; it fails with the part's failed images, naming each.
+//   - one that joins a part after that write started has an operation of its own, done when
+//     the imagestream is in the part.
+//
+// Velero must keep every operation Execute returns: an operation it drops leaves the others
+// of the part without one (see Execute on velero.io/skip-from-backup).
+func (a *BackupAction) operation(backup *velerov1.Backup, part string, is *imagev1.ImageStream, firstWrite bool) string {
+	now := time.Now()
+	if !firstWrite {
+		return operationID(part, is.Namespace, is.Name, now)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.backups[backup.UID]
+	if b.opened[part] {
+		return ""
+	}
+	b.opened[part] = true
+	return partOperationID(part, a.recorder.id, now)
 }
 
 // builder makes part of backup, with entries, for the recorder; the head names the parts
@@ -158,7 +195,19 @@ func (a *BackupAction) builder(backup *velerov1.Backup, part string) func([]oadp
 		if part == backup.Name {
 			parts = a.partNames(backup)
 		}
-		return partObject(backup, part, parts, entries)
+		u := partObject(backup, part, parts, entries)
+		if len(entries) > 0 {
+			// Only a write of the whole object carries annotations (see entriesOnly): the
+			// first successful one, which holds every imagestream whose part operation
+			// this process returned.
+			annotations := u.GetAnnotations()
+			if annotations == nil {
+				annotations = map[string]string{}
+			}
+			annotations[oadpv1alpha1.AnnotationRecordedByPrefix+a.recorder.id] = strconv.Itoa(len(entries))
+			u.SetAnnotations(annotations)
+		}
+		return u
 	}
 }
 
@@ -190,24 +239,25 @@ func (a *BackupAction) partNames(backup *velerov1.Backup) []string {
 
 // record queues entry for the part of backup that takes it (see backupParts.place), and has
 // the part written if it is full with it. Both happen under one lock, so that a part is
-// released after the last entry it takes: a part is written once.
-func (a *BackupAction) record(ctx context.Context, backup *velerov1.Backup, entry oadpv1alpha1.ImageStream) (part string, err error) {
+// released after the last entry it takes: a part is written once. It also reports whether the
+// entry goes in the part's first write by this process.
+func (a *BackupAction) record(ctx context.Context, backup *velerov1.Backup, entry oadpv1alpha1.ImageStream) (part string, firstWrite bool, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b, ok := a.backups[backup.UID]
 	if !ok {
 		if b, err = a.newBackupParts(ctx, backup); err != nil {
-			return "", err
+			return "", false, err
 		}
 		a.backups[backup.UID] = b
 	}
 	part, full := b.place(backup, entry.Namespace, entry.Name)
 	key := backup.Namespace + "/" + part
-	a.recorder.add(key, a.builder(backup, part), entry)
+	firstWrite = a.recorder.add(key, a.builder(backup, part), entry)
 	if full {
 		a.recorder.release(key)
 	}
-	return part, nil
+	return part, firstWrite, nil
 }
 
 // newBackupParts creates the head ImageStreamsBackup on first use, fixing the number of parts,
@@ -236,7 +286,7 @@ func (a *BackupAction) newBackupParts(ctx context.Context, backup *velerov1.Back
 	if err != nil || n < 1 {
 		n = 1 // a head made by a person records everything itself
 	}
-	b := &backupParts{count: n, named: map[string]bool{}, filling: 1}
+	b := &backupParts{count: n, named: map[string]bool{}, opened: map[string]bool{}, filling: 1}
 	if existed {
 		// Another process of this plugin wrote for the backup before (Velero restarts a
 		// plugin that died): the head lists the parts it filled, and this one fills the next.
@@ -385,15 +435,22 @@ func throughHead(p velero.OperationProgress, head *oadpv1alpha1.ImageStreamsBack
 	return p
 }
 
-// progressOf maps an ImageStreamsBackup's status onto the operation of one imagestream: of the
-// imagestream's images, those that did not fail are done once the worker ran through the part.
+// progressOf maps an ImageStreamsBackup's status onto the operation of one imagestream, or of
+// the part's imagestreams: of their images, those that did not fail are done once the worker
+// ran through the part.
 func progressOf(isb *oadpv1alpha1.ImageStreamsBackup, op operation, now time.Time) velero.OperationProgress {
 	var total int64
 	found := false
 	for _, is := range isb.Spec.ImageStreams {
-		if is.NamespaceOrDefault() == op.namespace && is.Name == op.name {
+		switch {
+		case op.writer != "":
+			total += int64(len(is.DockerImageReferences))
+		case is.NamespaceOrDefault() == op.namespace && is.Name == op.name:
 			total, found = int64(len(is.DockerImageReferences)), true
 		}
+	}
+	if op.writer != "" {
+		_, found = isb.Annotations[oadpv1alpha1.AnnotationRecordedByPrefix+op.writer]
 	}
 	if !found {
 		return op.unwritten(now, backupKind, isb.Namespace, true)

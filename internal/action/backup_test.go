@@ -2,6 +2,7 @@ package action_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"reflect"
@@ -107,8 +108,13 @@ func TestExecuteRecordsInternalImagesUnderTheImageStreamsOwnRepository(t *testin
 	if !reflect.DeepEqual(got, before) || extra != nil {
 		t.Errorf("Execute changed the item or added items: %v", extra)
 	}
-	if !strings.HasPrefix(opID, "b1/app2/web/") {
-		t.Errorf("operation ID %q, want b1/app2/web/<time>", opID)
+	// The first imagestream of a part returns the operation of the part's first write.
+	if !regexp.MustCompile(`^b1/\*/[0-9a-f]{16}/[0-9]+$`).MatchString(opID) {
+		t.Errorf("operation ID %q, want b1/*/<plugin process>/<time>", opID)
+	}
+	if isb := (&oadpv1alpha1.ImageStreamsBackup{}); env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "b1"}, isb) != nil ||
+		isb.Annotations[oadpv1alpha1.AnnotationRecordedByPrefix+strings.Split(opID, "/")[2]] != "1" {
+		t.Errorf("the part does not say the plugin process wrote one imagestream into it: annotations %v", isb.Annotations)
 	}
 	if len(post) != 1 || post[0].Resource != "imagestreamsbackups" || post[0].Group != "oadp.openshift.io" || post[0].Name != "b1" || post[0].Namespace != ns {
 		t.Errorf("post-operation items %+v, want the ImageStreamsBackup b1", post)
@@ -244,6 +250,10 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 				t.Error(err)
 				return
 			}
+			if op == "" && len(post) > 0 {
+				// Velero keeps post-operation items only with an operation.
+				t.Errorf("post-operation items %v without an operation", post)
+			}
 			mu.Lock()
 			for _, p := range post {
 				named[p.Name]++
@@ -271,14 +281,19 @@ func TestLargeBackupsAreSplitIntoParts(t *testing.T) {
 			t.Errorf("part %s holds %d imagestreams, want 50", name, len(streams))
 		}
 		total += len(streams)
+		// One of the part's imagestreams returns the operation of the whole part.
+		var partOps []string
 		for _, s := range streams {
 			i := 0
 			if _, err := fmt.Sscanf(s, "app/is-%03d", &i); err != nil {
 				t.Fatal(err)
 			}
-			if want := name + "/" + s + "/"; !strings.HasPrefix(ops[i], want) {
-				t.Errorf("operation %q, want %q", ops[i], want)
+			if ops[i] != "" {
+				partOps = append(partOps, ops[i])
 			}
+		}
+		if len(partOps) != 1 || !strings.HasPrefix(partOps[0], name+"/*/") {
+			t.Errorf("operations of part %s: %q, want one, %s/*/<plugin process>/<time>", name, partOps, name)
 		}
 	}
 	if total != 100 {
@@ -316,11 +331,14 @@ func TestProgressAndCancel(t *testing.T) {
 	ns := env.Namespace(t)
 	a := newAction()
 	backup := newBackupObject(t, ns, "b1", 10)
+	var partOp string // web's: the operation of the part's first write, which holds both
 	for _, name := range []string{"web", "api"} {
 		item := imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(7)}}, tag{"v1", []string{host + "/app/" + name + "@" + digest(8)}})
-		if _, _, _, _, err := a.Execute(item, backup); err != nil {
+		_, _, op, _, err := a.Execute(item, backup)
+		if err != nil {
 			t.Fatal(err)
 		}
+		partOp += op
 	}
 	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -358,6 +376,28 @@ func TestProgressAndCancel(t *testing.T) {
 		{"the image backup failed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseFailed, CommonStatus: oadpv1alpha1.CommonStatus{
 			Conditions: []metav1.Condition{{Type: "Ready", Status: "False", Reason: "VeleroBackupFailed", Message: "Velero backup failed", LastTransitionTime: end}}}},
 			"b1/app/web", true, 0, "ImageStreamsBackup b1 Failed: Velero backup failed"},
+		// The part's operation counts the images of both imagestreams, and fails with any.
+		{"part: copying", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseInProgress,
+			CommonStatus: oadpv1alpha1.CommonStatus{StartTimestamp: &start, Progress: oadpv1alpha1.Progress{ImagesTotal: 4, ImagesDone: 1}}}, partOp, false, 0, ""},
+		{"part: completed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseCompleted,
+			CommonStatus: oadpv1alpha1.CommonStatus{ObservedGeneration: gen, StartTimestamp: &start, CompletionTimestamp: &end}}, partOp, true, 4, ""},
+		{"part: completed before its imagestreams were written", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseCompleted,
+			CommonStatus: oadpv1alpha1.CommonStatus{ObservedGeneration: gen - 1, StartTimestamp: &start, CompletionTimestamp: &end}}, partOp, false, 0, ""},
+		{"part: one image failed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhasePartiallyFailed,
+			CommonStatus: oadpv1alpha1.CommonStatus{ObservedGeneration: gen, StartTimestamp: &start, CompletionTimestamp: &end,
+				Progress: oadpv1alpha1.Progress{ImagesTotal: 4, ImagesDone: 3, ImagesFailed: 1},
+				Failures: []oadpv1alpha1.ImageFailure{{Namespace: "app", ImageStream: "api", DockerImageReference: host + "/app/api@" + digest(8), Reason: "ImageNotFound"}},
+			}}, partOp, true, 3, "1 images failed: " + host + "/app/api@" + digest(8) + ": ImageNotFound"},
+		{"part: two images failed, one listed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhasePartiallyFailed,
+			CommonStatus: oadpv1alpha1.CommonStatus{ObservedGeneration: gen, StartTimestamp: &start, CompletionTimestamp: &end,
+				Progress: oadpv1alpha1.Progress{ImagesTotal: 4, ImagesDone: 2, ImagesFailed: 2},
+				Failures: []oadpv1alpha1.ImageFailure{{Namespace: "app", ImageStream: "api", DockerImageReference: host + "/app/api@" + digest(8), Reason: "ImageNotFound"}},
+			}}, partOp, true, 2, "2 images failed: " + host + "/app/api@" + digest(8) + ": ImageNotFound (1 not listed in status.failures)"},
+		{"part: partially failed, no failure counted", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhasePartiallyFailed,
+			CommonStatus: oadpv1alpha1.CommonStatus{ObservedGeneration: gen, StartTimestamp: &start, CompletionTimestamp: &end}}, partOp, true, 4, "ImageStreamsBackup b1 PartiallyFailed"},
+		{"part: the image backup failed", oadpv1alpha1.ImageStreamsBackupStatus{Phase: oadpv1alpha1.BackupPhaseFailed, CommonStatus: oadpv1alpha1.CommonStatus{
+			Conditions: []metav1.Condition{{Type: "Ready", Status: "False", Reason: "VeleroBackupFailed", Message: "Velero backup failed", LastTransitionTime: end}}}},
+			partOp, true, 0, "ImageStreamsBackup b1 Failed: Velero backup failed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -370,8 +410,12 @@ func TestProgressAndCancel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.Completed != tt.wantCompleted || p.NCompleted != tt.wantDone || p.NTotal != 2 || p.Err != tt.wantErr || p.OperationUnits != "images" {
-				t.Errorf("Progress = %+v, want completed %v, %d of 2 images, error %q", p, tt.wantCompleted, tt.wantDone, tt.wantErr)
+			total := int64(2)
+			if tt.op == partOp {
+				total = 4
+			}
+			if p.Completed != tt.wantCompleted || p.NCompleted != tt.wantDone || p.NTotal != total || p.Err != tt.wantErr || p.OperationUnits != "images" {
+				t.Errorf("Progress = %+v, want completed %v, %d of %d images, error %q", p, tt.wantCompleted, tt.wantDone, total, tt.wantErr)
 			}
 			if tt.status.StartTimestamp != nil && !p.Started.Equal(start.Time) {
 				t.Errorf("Started = %v, want %v", p.Started, start)
@@ -463,24 +507,40 @@ func TestARoundOfProgressReadsEachPartOnce(t *testing.T) {
 	cc := &countingClient{Client: env.Client}
 	later := action.NewBackupAction(logrus.New(), cc, func(context.Context) (string, error) { return host, nil })
 	backup := newBackupObject(t, ns, "round", 10)
+	// 50 imagestreams in the part's first write share an operation; 50 written after it have
+	// one each.
 	var ops []string
 	for i := range 100 {
 		_, _, op, _, err := a.Execute(imageStream("app", fmt.Sprintf("is-%03d", i), tag{"latest", []string{fmt.Sprintf("%s/app/is-%03d@%s", host, i, digest(i))}}), backup)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ops = append(ops, op)
+		if op != "" {
+			ops = append(ops, op)
+		}
+		if i == 49 {
+			if err := a.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	if err := a.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, op := range ops {
-		if p, err := later.Progress(op, backup); err != nil || p.NTotal != 1 {
-			t.Fatalf("Progress(%s) = %+v, %v", op, p, err)
+	if len(ops) != 51 {
+		t.Fatalf("%d operations, want 51", len(ops))
+	}
+	for i, op := range ops {
+		want := int64(1)
+		if i == 0 {
+			want = 100 // the part's, which holds them all
+		}
+		if p, err := later.Progress(op, backup); err != nil || p.NTotal != want {
+			t.Fatalf("Progress(%s) = %+v, %v; want %d images", op, p, err, want)
 		}
 	}
 	if n := cc.gets.Load(); n != 1 {
-		t.Errorf("a round of 100 Progress calls read the part %d times, want once", n)
+		t.Errorf("a round of %d Progress calls read the part %d times, want once", len(ops), n)
 	}
 }
 
@@ -518,10 +578,19 @@ func TestPartsAreWrittenOnceAsTheyFillAndTheHeadAtTheFirstProgress(t *testing.T)
 		t.Errorf("%d writes while Velero was collecting items, want the head's creation and one for each full part", n)
 	}
 
+	var partOps []string
 	for _, op := range ops {
+		if op != "" {
+			partOps = append(partOps, op)
+		}
+	}
+	if len(partOps) != 4 {
+		t.Errorf("operations %q, want one for each of the 4 parts", partOps)
+	}
+	for _, op := range partOps {
 		p, err := a.Progress(op, backup)
-		if err != nil || p.Completed || p.NTotal != 1 || p.Err != "" {
-			t.Fatalf("Progress(%s) = %+v, %v; want the imagestream's one image, not started", op, p, err)
+		if err != nil || p.Completed || p.NTotal != 50 || p.Err != "" {
+			t.Fatalf("Progress(%s) = %+v, %v; want the part's 50 images, not started", op, p, err)
 		}
 	}
 	parts := recorded(t, ns, "held")
@@ -844,5 +913,157 @@ func TestARestartedPluginListsThePartsItsPredecessorWrote(t *testing.T) {
 	}
 	if len(head.Spec.Parts) != 2 || !reflect.DeepEqual(got, want) {
 		t.Errorf("imagestreams by part %v with the head listing %q, want 50 in each of the two parts it lists and the 10 new ones in the head", got, head.Spec.Parts)
+	}
+}
+
+// The operation of a part covers the imagestreams of the process that returned it. A plugin
+// process that dies before writing a part loses what it held for it; a process started again
+// may fill a part of the same name with other imagestreams, and the first process's operation
+// must fail all the same, by name, once its write is certainly not coming.
+func TestAPartsOperationIsDoneOnlyByTheWriteOfItsOwnProcess(t *testing.T) {
+	ctx := context.Background()
+	ns := env.Namespace(t)
+	backup := newBackupObject(t, ns, "lost", 150) // parts 1 and 2, then the head
+	execute := func(a *action.BackupAction, from, to int) (ops []string) {
+		for i := from; i < to; i++ {
+			name := fmt.Sprintf("is-%03d", i)
+			_, _, op, _, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(i)}}), backup)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if op != "" {
+				ops = append(ops, op)
+			}
+		}
+		return ops
+	}
+	// The first process fills part 1, which is written, and holds 25 imagestreams for part 2
+	// when it dies.
+	first := execute(newAction(), 0, 75)
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return len(recorded(t, ns, "lost")) == 1, nil
+	}); err != nil {
+		t.Fatalf("recorded %v, want part 1", recorded(t, ns, "lost"))
+	}
+	// The next one fills part 2 with 35 others and writes it.
+	next := newAction()
+	second := execute(next, 75, 110)
+	if err := next.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(first) != 2 || len(second) != 1 || strings.Split(first[1], "/")[0] != strings.Split(second[0], "/")[0] {
+		t.Fatalf("operations %q and %q, want one for each part each process filled, part 2 in both", first, second)
+	}
+	// op is operationID as Execute would have returned it age ago.
+	aged := func(op string, age time.Duration) string {
+		f := strings.Split(op, "/")
+		f[3] = fmt.Sprint(time.Now().Add(-age).Unix())
+		return strings.Join(f, "/")
+	}
+	later := newAction() // Velero asks from a new process
+	for _, tt := range []struct {
+		name, op      string
+		wantTotal     int64
+		wantCompleted bool
+		wantErr       string
+	}{
+		{"part 1, written by the first process", first[0], 50, false, ""},
+		{"part 2, written by the next process", second[0], 35, false, ""},
+		{"part 2 as the first process held it, a moment ago", aged(first[1], time.Second), 0, false, ""},
+		{"part 2 as the first process held it, long ago", aged(first[1], 10*time.Minute), 0, true,
+			"imagestreams recorded by plugin process " + strings.Split(first[1], "/")[2] + " were never written into ImageStreamsBackup " + strings.Split(first[1], "/")[0]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := later.Progress(tt.op, backup)
+			if err != nil || p.Completed != tt.wantCompleted || p.NTotal != tt.wantTotal || !strings.HasPrefix(p.Err, tt.wantErr) || (tt.wantErr == "") != (p.Err == "") {
+				t.Errorf("Progress(%s) = %+v, %v; want completed %v, %d images, error %q", tt.op, p, err, tt.wantCompleted, tt.wantTotal, tt.wantErr)
+			}
+		})
+	}
+}
+
+// lostAnswers is a client whose first write of each object reaches the API server but whose
+// answer is lost: the write is stored, and the caller gets an error.
+type lostAnswers struct {
+	client.Client
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (c *lostAnswers) lost(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first := !c.seen[name]
+	c.seen[name] = true
+	return first
+}
+
+func (c *lostAnswers) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	err := c.Client.Apply(ctx, obj, opts...)
+	u, ok := obj.(interface{ GetName() string })
+	if !ok {
+		return fmt.Errorf("apply of %T, want an unstructured object", obj)
+	}
+	if err == nil && c.lost(u.GetName()) {
+		return errors.New("connection reset by peer")
+	}
+	return err
+}
+
+// An imagestream queued after a write of its part was sent is not covered by the operation of
+// that write, even when the write failed as far as the plugin can tell: the API server may
+// have stored it, annotation and all, without the imagestream. It gets an operation of its
+// own, which fails by name if it is never written (the plugin dies first).
+func TestAnImageStreamQueuedAfterAWriteWhoseAnswerWasLostHasItsOwnOperation(t *testing.T) {
+	ns := env.Namespace(t)
+	a := action.NewBackupAction(logrus.New(), &lostAnswers{Client: env.Client, seen: map[string]bool{}}, func(context.Context) (string, error) { return host, nil })
+	backup := newBackupObject(t, ns, "b1", 10) // one part, the head
+	execute := func(name string, i int) string {
+		_, _, op, _, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(i)}}), backup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return op
+	}
+	partOp := execute("web", 1)
+	if op := execute("api", 2); op != "" || !strings.Contains(partOp, "/*/") {
+		t.Fatalf("operations %q and %q, want the part's, then none", partOp, op)
+	}
+	// The first Progress writes the part: stored, but the answer is lost.
+	if _, err := a.Progress(partOp, backup); err != nil {
+		t.Fatal(err)
+	}
+	late := execute("late", 3)
+	if !strings.HasPrefix(late, "b1/app/late/") {
+		t.Fatalf("operation %q of an imagestream queued after the write, want b1/app/late/<time>", late)
+	}
+	// The plugin dies before writing again.
+	f := strings.Split(late, "/")
+	f[3] = fmt.Sprint(time.Now().Add(-10 * time.Minute).Unix())
+	later := newAction()
+	if p, err := later.Progress(strings.Join(f, "/"), backup); err != nil || !p.Completed || !strings.Contains(p.Err, "imagestream app/late was never written") {
+		t.Errorf("Progress of the late imagestream's operation = %+v, %v; want it failed by name", p, err)
+	}
+	if p, err := later.Progress(partOp, backup); err != nil || p.Completed || p.Err != "" || p.NTotal != 2 {
+		t.Errorf("Progress of the part's operation = %+v, %v; want its two images, waiting for the worker", p, err)
+	}
+}
+
+// Velero drops an item that carries velero.io/skip-from-backup after its actions ran, and the
+// operation they returned with it: the action records nothing for it.
+func TestAnImageStreamVeleroSkipsIsNotRecorded(t *testing.T) {
+	ns := env.Namespace(t)
+	a := newAction()
+	backup := newBackupObject(t, ns, "b1", 10)
+	item := imageStream("app", "web", tag{"latest", []string{host + "/app/web@" + digest(1)}})
+	item.SetAnnotations(map[string]string{velerov1.SkipFromBackupAnnotation: "true"})
+	if _, _, op, post, err := a.Execute(item, backup); err != nil || op != "" || post != nil {
+		t.Errorf("Execute = %q, %v, %v; want no operation", op, post, err)
+	}
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := recorded(t, ns, "b1"); len(got["b1"]) != 0 {
+		t.Errorf("recorded %v, want nothing", got)
 	}
 }

@@ -93,17 +93,36 @@ func forApply(obj runtime.Object) *unstructured.Unstructured {
 	return u
 }
 
-// operation names one imagestream's images in one part (or ImageStreamsRestore), and when
-// Execute queued them: <object>/<namespace>/<name>/<unix seconds>. Velero keeps it across
-// processes; Progress and Cancel run in another process than Execute. IDs of three segments,
-// without the time, are those of earlier versions, written before Execute returned.
+// operation names what Velero waits for, and when Execute queued it. Velero keeps it across
+// processes; Progress and Cancel run in another process than Execute. Its ID is either
+//   - <object>/<namespace>/<name>/<unix seconds>: one imagestream's images in one part (or
+//     ImageStreamsRestore). IDs of three segments, without the time, are those of earlier
+//     versions, written before Execute returned.
+//   - <object>/*/<writer>/<unix seconds>: the images of every imagestream in the first write of
+//     a part by the plugin process writer ("*" is no namespace name).
 type operation struct {
 	object, namespace, name string
-	queued                  time.Time
+	// writer, for the operation of a part, is the plugin process whose first write it covers.
+	writer string
+	queued time.Time
 }
 
 func operationID(object, namespace, name string, queued time.Time) string {
 	return fmt.Sprintf("%s/%s/%s/%d", object, namespace, name, queued.Unix())
+}
+
+func partOperationID(object, writer string, queued time.Time) string {
+	return fmt.Sprintf("%s/%s/%s/%d", object, partOperationMark, writer, queued.Unix())
+}
+
+const partOperationMark = "*"
+
+// what names what the operation waits for, in messages, and the verb's forms for it.
+func (op operation) what() (what, is, was string) {
+	if op.writer != "" {
+		return "imagestreams recorded by plugin process " + op.writer, "are", "were"
+	}
+	return fmt.Sprintf("imagestream %s/%s", op.namespace, op.name), "is", "was"
 }
 
 // withOperation calls f with the operation operationID names and a context that bounds the API
@@ -123,11 +142,14 @@ var cancelRun = client.RawPatch(types.MergePatchType, []byte(`{"spec":{"cancel":
 
 func parseOperationID(id string) (operation, error) {
 	p := strings.Split(id, "/")
-	bad := fmt.Errorf("invalid operation ID %q: want <object>/<namespace>/<imagestream>/<unix time>", id)
-	if len(p) != 3 && len(p) != 4 || p[0] == "" || p[1] == "" || p[2] == "" {
+	bad := fmt.Errorf("invalid operation ID %q: want <object>/<namespace>/<imagestream>/<unix time> or <object>/*/<writer>/<unix time>", id)
+	if len(p) != 3 && len(p) != 4 || p[0] == "" || p[1] == "" || p[2] == "" || p[1] == partOperationMark && len(p) != 4 {
 		return operation{}, bad
 	}
 	op := operation{object: p[0], namespace: p[1], name: p[2]}
+	if p[1] == partOperationMark {
+		op = operation{object: p[0], writer: p[2]}
+	}
 	if len(p) == 4 {
 		secs, err := strconv.ParseInt(p[3], 10, 64)
 		if err != nil || secs <= 0 {
@@ -146,28 +168,33 @@ type objectKind struct {
 }
 
 var (
-	backupKind  = objectKind{name: "ImageStreamsBackup", lost: "its images are not backed up"}
-	restoreKind = objectKind{name: "ImageStreamsRestore", lost: "its images are not restored"}
+	backupKind  = objectKind{name: "ImageStreamsBackup", lost: "images are not backed up"}
+	restoreKind = objectKind{name: "ImageStreamsRestore", lost: "images are not restored"}
 )
 
-// unwritten is the progress of an operation whose imagestream is not in its object (of kind k,
-// named op.object, missing altogether unless exists): waiting while the entry may still be on
-// its way, then failed by name, saying what that means for the imagestream's images.
+// unwritten is the progress of an operation whose imagestreams are not in its object (of kind
+// k, named op.object, missing altogether unless exists): waiting while they may still be on
+// their way, then failed by name, saying what that means for their images.
 func (op operation) unwritten(now time.Time, k objectKind, namespace string, exists bool) velero.OperationProgress {
 	kind := k.name
+	what, is, was := op.what()
 	switch {
 	case op.waitingToBeRecorded(now) && !exists:
 		return velero.OperationProgress{OperationUnits: imageUnits, Updated: now,
 			Description: fmt.Sprintf("%s %s/%s not written yet", kind, namespace, op.object)}
 	case op.waitingToBeRecorded(now):
 		return velero.OperationProgress{OperationUnits: imageUnits, Updated: now,
-			Description: fmt.Sprintf("imagestream %s/%s not yet written into %s %s", op.namespace, op.name, kind, op.object)}
+			Description: fmt.Sprintf("%s %s not yet written into %s %s", what, is, kind, op.object)}
 	case !exists:
 		return velero.OperationProgress{Completed: true, Updated: now, Err: fmt.Sprintf("%s %s/%s no longer exists", kind, namespace, op.object)}
 	}
+	its, it := "its", "it"
+	if op.writer != "" {
+		its, it = "their", "them"
+	}
 	return velero.OperationProgress{Completed: true, Updated: now, Err: fmt.Sprintf(
-		"imagestream %s/%s was never written into %s %s (the plugin stopped before writing it, or the API server refused it: see the velero log); %s",
-		op.namespace, op.name, kind, op.object, k.lost)}
+		"%s %s never written into %s %s (the plugin stopped before writing %s, or the API server refused %s: see the velero log); %s %s",
+		what, was, kind, op.object, it, it, its, k.lost)}
 }
 
 // waitingToBeRecorded reports whether the operation's entry may still be on its way into its

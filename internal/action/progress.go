@@ -54,6 +54,12 @@ func (r statusReport) progress(op operation, detail string, now time.Time) (vele
 	case ranThrough:
 		p.Completed = true
 		failed, msg := imageStreamFailures(st, op.namespace, op.name)
+		if op.writer != "" {
+			failed, msg = objectFailures(st)
+			if failed == 0 && r.phase == string(oadpv1alpha1.BackupPhasePartiallyFailed) {
+				msg = withReadyMessage(fmt.Sprintf("%s %s %s", r.kind, r.name, r.phase), st.Conditions)
+			}
+		}
 		p.Err = msg
 		return p, failed
 	case stopped:
@@ -87,6 +93,25 @@ func imageStreamFailures(st *oadpv1alpha1.CommonStatus, namespace, name string) 
 	if failed == 0 {
 		return 0, ""
 	}
+	return failed, failuresMessage(failed, listed)
+}
+
+// objectFailures counts the failed images of the whole object and says which, as far as
+// status.failures lists them, or returns 0 and "" when none failed.
+func objectFailures(st *oadpv1alpha1.CommonStatus) (int64, string) {
+	failed := max(st.Progress.ImagesFailed, int64(len(st.Failures)))
+	if failed == 0 {
+		return 0, ""
+	}
+	var listed []string
+	for _, f := range st.Failures {
+		listed = append(listed, fmt.Sprintf("%s: %s", orDefault(f.DockerImageReference, f.Namespace+"/"+f.ImageStream), f.Reason))
+	}
+	return failed, failuresMessage(failed, listed)
+}
+
+// failuresMessage says that failed images failed, listed among them.
+func failuresMessage(failed int64, listed []string) string {
 	msg := fmt.Sprintf("%d images failed", failed)
 	if len(listed) > 0 {
 		msg += ": " + strings.Join(listed, "; ")
@@ -94,7 +119,7 @@ func imageStreamFailures(st *oadpv1alpha1.CommonStatus, namespace, name string) 
 	if unlisted := failed - int64(len(listed)); unlisted > 0 {
 		msg += fmt.Sprintf(" (%d not listed in status.failures)", unlisted)
 	}
-	return failed, msg
+	return msg
 }
 
 // withReadyMessage is msg followed by the Ready condition's message, which says why a run

@@ -62,6 +62,8 @@ type recorder[E any] struct {
 	// manager prefixes the field manager of every write; each write has a manager of its own,
 	// so that server-side apply never removes an entry an earlier write made.
 	manager string
+	// id tells this recorder, and so this process, from others that write the same objects.
+	id string
 	// holdUntilFlush queues entries until flush instead of writing them as they come.
 	holdUntilFlush bool
 	// spacing, when set, is the least time between the starts of two writes of one object:
@@ -87,6 +89,9 @@ type queue[E any] struct {
 	build   func(entries []E) *unstructured.Unstructured
 	entries []E
 	writing bool
+	// attempted is set once a write of the object has started, whatever came of it: the
+	// API server may have stored a write whose answer was an error.
+	attempted bool
 	// written is set once a write of the whole object succeeded; later writes carry only
 	// the list entries. Every field a write carries is recorded under its field manager, so
 	// writes that each carried the labels, owner reference and namespace mapping again would
@@ -112,9 +117,9 @@ const recordDeadline = 3 * time.Minute
 const concurrentWrites = 4
 
 func newRecorder[E any](c client.Client, log logrus.FieldLogger, manager string) *recorder[E] {
-	id := make([]byte, 4)
+	id := make([]byte, 8)
 	_, _ = rand.Read(id)
-	r := &recorder[E]{client: c, log: log, manager: manager + "-" + hex.EncodeToString(id), objects: map[string]*queue[E]{},
+	r := &recorder[E]{client: c, log: log, manager: manager + "-" + hex.EncodeToString(id), id: hex.EncodeToString(id), objects: map[string]*queue[E]{},
 		writes: make(chan struct{}, concurrentWrites)}
 	r.idle = sync.NewCond(&r.mu)
 	return r
@@ -137,16 +142,21 @@ func (r *recorder[E]) queue(key string) *queue[E] {
 }
 
 // add queues entry for the object build makes; build gets every entry of the batch and must
-// return the same object (kind, namespace, name) each time.
-func (r *recorder[E]) add(key string, build func(entries []E) *unstructured.Unstructured, entry E) {
+// return the same object (kind, namespace, name) each time. It reports whether the entry goes
+// in the recorder's first write of the object: no write of it has started yet. A failed write
+// queues its entries again, so every entry queued before the first write started is in every
+// write of the whole object, the first that the API server stored among them.
+func (r *recorder[E]) add(key string, build func(entries []E) *unstructured.Unstructured, entry E) (firstWrite bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q := r.queue(key)
+	firstWrite = !q.attempted
 	q.build = build
 	q.entries = append(q.entries, entry)
 	if !r.holdUntilFlush || q.released {
 		r.startLocked(q)
 	}
+	return firstWrite
 }
 
 // release has the object of key written now, and written as entries come from now on, by a
@@ -204,6 +214,7 @@ func (r *recorder[E]) drain(q *queue[E]) {
 			return
 		}
 		r.seq++
+		q.attempted = true
 		manager := fmt.Sprintf("%s-%d", r.manager, r.seq)
 		written, exists, build := q.written, q.exists, q.build
 		r.mu.Unlock()
