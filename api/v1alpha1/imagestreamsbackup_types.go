@@ -70,9 +70,10 @@ const (
 	// one, which wrote the stored index.
 	AnnotationOriginalUID = "oadp.openshift.io/original-uid"
 	// AnnotationRecordedByPrefix followed by the id of a Velero plugin process is set by that
-	// process's first write of an ImageStreamsBackup that carries imagestreams, to the number
-	// of imagestreams the write carried. The operation the plugin returns to Velero for a part
-	// covers the imagestreams of that write, and it is done once the annotation is there.
+	// process's writes of a whole ImageStreamsBackup that carry imagestreams (its first, and
+	// those that retry it), to the number of imagestreams the write carried. The operation the
+	// plugin returns to Velero for the part covers the imagestreams queued before its first
+	// write, which every such write carries; it is done once the annotation is there.
 	AnnotationRecordedByPrefix = "oadp.openshift.io/recorded-by-"
 )
 

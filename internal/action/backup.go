@@ -3,6 +3,7 @@ package action
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -43,11 +44,13 @@ type BackupAction struct {
 // backupParts is what the action knows of one Velero backup's parts.
 type backupParts struct {
 	count int
-	// named are the parts already returned as post-operation items: those that hold
-	// imagestreams.
-	named map[string]bool
-	// opened are the parts whose operation Execute has returned (see Execute).
-	opened map[string]bool
+	// listed are the parts other than the head that hold imagestreams, which the head lists.
+	listed map[string]bool
+	// attached are the parts (the head among them) already returned as post-operation items.
+	attached map[string]bool
+	// opened are the parts whose shared operation an Execute has taken, and returned those
+	// whose Execute has returned it (see claim).
+	opened, returned map[string]bool
 	// filling is the part Execute fills now (1 ... count-1, then count once they are all
 	// full), and held how many imagestreams it has; inHead is how many the head has.
 	filling, held, inHead int
@@ -138,53 +141,69 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 	// Velero logs every item itself, and the recorder logs each write; a line per imagestream
 	// from the plugin would go through Velero's log pipe once per item besides.
 	log.WithFields(logrus.Fields{"images": len(refs), "imagestreamsbackup": part}).Debug("Queued internal images")
-	op := a.operation(backup, part, is, firstWrite)
-	// Velero backs up every operation's post-operation items again when the operations end,
-	// one by one, reading each from the API server: the part is named once, with the first
-	// operation of its imagestreams, not once per imagestream. Velero keeps post-operation
-	// items only with an operation.
-	var postOperation []velero.ResourceIdentifier
-	if op != "" && a.firstOf(backup.UID, part) {
-		postOperation = append(postOperation, velero.ResourceIdentifier{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: part})
-		if part != backup.Name {
-			// The head lists the parts: it is written with them, and backed up again with
-			// the parts, even when it holds no imagestream of its own; `velero backup
-			// delete` finds it in the backup that way.
-			a.recorder.touch(backup.Namespace+"/"+backup.Name, a.builder(backup, backup.Name))
-			if a.firstOf(backup.UID, backup.Name) {
-				postOperation = append(postOperation, velero.ResourceIdentifier{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: backup.Name})
-			}
-		}
+	op, post, shared := a.claim(backup, part, is, firstWrite)
+	if shared {
+		a.returnedShared(backup.UID, part)
 	}
-	return item, nil, op, postOperation, nil
+	return item, nil, op, post, nil
 }
 
-// operation is the ID of the operation Execute returns for imagestream is, recorded in part:
-//   - an imagestream in the first write of the part by this process shares one operation with
-//     the others in that write: the first of them returns it, the rest return none. Velero asks
-//     every operation's progress over gRPC, one after the other, before the backup leaves
-//     InProgress and then every few seconds, so a thousand imagestreams make a thousand calls
-//     where their parts make a few dozen. The operation is done when the write is (the part
-//     carries AnnotationRecordedByPrefix with this process's id) and the worker has stored the
-//     part; it fails with the part's failed images, naming each.
-//   - one that joins a part after that write started has an operation of its own, done when
-//     the imagestream is in the part.
+// claim is the operation Execute returns for imagestream is, recorded in part, and the
+// post-operation items that go with it.
 //
-// Velero must keep every operation Execute returns: an operation it drops leaves the others
-// of the part without one (see Execute on velero.io/skip-from-backup).
-func (a *BackupAction) operation(backup *velerov1.Backup, part string, is *imagev1.ImageStream, firstWrite bool) string {
+// The operation:
+//   - the imagestreams in the first write of the part by this process share one operation:
+//     the first of them returns it, and those whose Execute starts after that one returned
+//     return none. Velero asks every operation's progress over gRPC, one after the other,
+//     before the backup leaves InProgress and then every few seconds, so a thousand
+//     imagestreams made a thousand calls where their parts make a few dozen. The operation is
+//     done when the write is (the part carries AnnotationRecordedByPrefix with this process's
+//     id) and the worker has stored the part; it fails with the part's failed images.
+//   - one that joins a part after a write of it started, or while the Execute that took the
+//     shared operation has not returned it to Velero (several item-block workers), has an
+//     operation of its own, done when the imagestream is in the part. Velero must keep some
+//     operation for every imagestream it stores.
+//
+// Velero backs up every operation's post-operation items again when the operations end, one
+// by one, reading each from the API server, and keeps post-operation items only with an
+// operation: each part, and the head, which lists the parts and which `velero backup delete`
+// finds in the backup that way, goes with the first operation this process returns for the
+// backup after the part appears. A part found already written by an earlier process of the
+// plugin goes with this one's first operation too.
+func (a *BackupAction) claim(backup *velerov1.Backup, part string, is *imagev1.ImageStream, firstWrite bool) (op string, post []velero.ResourceIdentifier, shared bool) {
 	now := time.Now()
-	if !firstWrite {
-		return operationID(part, is.Namespace, is.Name, now)
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	b := a.backups[backup.UID]
-	if b.opened[part] {
-		return ""
+	switch {
+	case firstWrite && !b.opened[part]:
+		b.opened[part], shared = true, true
+		op = partOperationID(part, a.recorder.id, now)
+	case firstWrite && b.returned[part]:
+		return "", nil, false
+	default:
+		op = operationID(part, is.Namespace, is.Name, now)
 	}
-	b.opened[part] = true
-	return partOperationID(part, a.recorder.id, now)
+	if part != backup.Name && !b.listed[part] {
+		b.listed[part] = true
+		// The head lists the parts: it is written with them, even when it holds no
+		// imagestream of its own.
+		a.recorder.touch(backup.Namespace+"/"+backup.Name, a.builder(backup, backup.Name))
+	}
+	for _, name := range append(slices.Sorted(maps.Keys(b.listed)), backup.Name) {
+		if !b.attached[name] {
+			b.attached[name] = true
+			post = append(post, velero.ResourceIdentifier{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: name})
+		}
+	}
+	return op, post, shared
+}
+
+// returnedShared notes that the Execute that took part's shared operation returns it.
+func (a *BackupAction) returnedShared(backup types.UID, part string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.backups[backup].returned[part] = true
 }
 
 // builder makes part of backup, with entries, for the recorder; the head names the parts
@@ -211,30 +230,11 @@ func (a *BackupAction) builder(backup *velerov1.Backup, part string) func([]oadp
 	}
 }
 
-// firstOf reports whether this is the first imagestream of part that this process sees.
-func (a *BackupAction) firstOf(backup types.UID, part string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	b := a.backups[backup]
-	if b.named[part] {
-		return false
-	}
-	b.named[part] = true
-	return true
-}
-
 // partNames lists the parts of backup other than the head that hold imagestreams, in order.
 func (a *BackupAction) partNames(backup *velerov1.Backup) []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var names []string
-	for name := range a.backups[backup.UID].named {
-		if name != backup.Name {
-			names = append(names, name)
-		}
-	}
-	slices.Sort(names)
-	return names
+	return slices.Sorted(maps.Keys(a.backups[backup.UID].listed))
 }
 
 // record queues entry for the part of backup that takes it (see backupParts.place), and has
@@ -286,12 +286,16 @@ func (a *BackupAction) newBackupParts(ctx context.Context, backup *velerov1.Back
 	if err != nil || n < 1 {
 		n = 1 // a head made by a person records everything itself
 	}
-	b := &backupParts{count: n, named: map[string]bool{}, opened: map[string]bool{}, filling: 1}
+	b := &backupParts{count: n, listed: map[string]bool{}, attached: map[string]bool{}, opened: map[string]bool{}, returned: map[string]bool{}, filling: 1}
 	if existed {
 		// Another process of this plugin wrote for the backup before (Velero restarts a
 		// plugin that died): the head lists the parts it filled, and this one fills the next.
 		if err := a.continueAfter(ctx, backup, b); err != nil {
 			return nil, err
+		}
+		if len(b.listed) > 0 {
+			// Its predecessor may have died before writing the head that lists them.
+			a.recorder.touch(head.Namespace+"/"+head.Name, a.builder(backup, head.Name))
 		}
 	}
 	return b, nil
@@ -306,7 +310,7 @@ func (a *BackupAction) continueAfter(ctx context.Context, backup *velerov1.Backu
 	for _, isb := range list.Items {
 		for k := 1; k < b.count; k++ {
 			if isb.Name == partK(backup, k) {
-				b.named[isb.Name] = true
+				b.listed[isb.Name] = true
 				b.filling = max(b.filling, k+1)
 			}
 		}

@@ -2,8 +2,11 @@ package action
 
 import (
 	"fmt"
+	"regexp"
 	"testing"
 
+	imagev1 "github.com/openshift/api/image/v1"
+	"github.com/sirupsen/logrus"
 	velerov1 "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -31,7 +34,7 @@ func TestPartsAreFilledInTurnThenSpread(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := &backupParts{count: tt.parts, named: map[string]bool{}, filling: 1}
+			b := &backupParts{count: tt.parts, filling: 1}
 			held := map[string]int{}
 			var full []string
 			for i := range tt.streams {
@@ -61,5 +64,40 @@ func TestPartsAreFilledInTurnThenSpread(t *testing.T) {
 				t.Errorf("placed %d imagestreams, want %d", total, tt.streams)
 			}
 		})
+	}
+}
+
+// With several item-block workers, Execute calls overlap: an imagestream goes without an
+// operation only once the Execute that took its part's shared operation has returned it, so
+// that Velero holds some operation for every imagestream it stores; each part and the head go
+// as post-operation items with the first operation only.
+func TestAnImageStreamGoesWithoutAnOperationOnlyOnceItsPartsOperationWasReturned(t *testing.T) {
+	backup := &velerov1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: "velero", Name: "b", UID: "0123456789ab"}}
+	a := NewBackupAction(logrus.New(), nil, nil)
+	a.backups[backup.UID] = &backupParts{count: 1, listed: map[string]bool{}, attached: map[string]bool{}, opened: map[string]bool{}, returned: map[string]bool{}}
+	claim := func(name string, firstWrite bool) (string, int, bool) {
+		op, post, shared := a.claim(backup, "b", &imagev1.ImageStream{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name}}, firstWrite)
+		return op, len(post), shared
+	}
+	for _, step := range []struct {
+		what, name string
+		firstWrite bool
+		returned   bool // the shared operation's Execute has returned before this one
+		wantOp     string
+		wantPost   int
+		wantShared bool
+	}{
+		{"the first imagestream of the write takes the part's operation", "x1", true, false, `^b/\*/[0-9a-f]{16}/[0-9]+$`, 1, true},
+		{"another while that Execute has not returned has its own", "x2", true, false, `^b/app/x2/[0-9]+$`, 0, false},
+		{"another once it has returned has none", "x3", true, true, `^$`, 0, false},
+		{"one after the write started has its own", "x4", false, true, `^b/app/x4/[0-9]+$`, 0, false},
+	} {
+		if step.returned {
+			a.returnedShared(backup.UID, "b")
+		}
+		op, post, shared := claim(step.name, step.firstWrite)
+		if !regexp.MustCompile(step.wantOp).MatchString(op) || post != step.wantPost || shared != step.wantShared {
+			t.Errorf("%s: operation %q, %d post-operation items, shared %v; want %s, %d, %v", step.what, op, post, shared, step.wantOp, step.wantPost, step.wantShared)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +30,9 @@ type recording struct {
 
 // newRecording is a recording whose writes carry field managers that start with manager.
 func newRecording(log logrus.FieldLogger, c client.Client, registryHost func(context.Context) (string, error), manager string) recording {
-	return recording{log: log, client: c, registryHost: registryHost, recorder: newRecorder[oadpv1alpha1.ImageStream](c, log, manager)}
+	r := newRecorder[oadpv1alpha1.ImageStream](c, log, manager)
+	r.describe = func(is oadpv1alpha1.ImageStream) string { return is.NamespaceOrDefault() + "/" + is.Name }
+	return recording{log: log, client: c, registryHost: registryHost, recorder: r}
 }
 
 // Flush writes every imagestream Execute has queued and waits until it is written or ctx ends.
@@ -71,6 +74,9 @@ type recorder[E any] struct {
 	// proportion to the object, and one a Velero restore builds holds every imagestream of
 	// the restore; writing as soon as the last write ended made a write of every one or two.
 	spacing time.Duration
+	// describe, when set, names an entry in the log of a write that failed: what is lost if
+	// no later write succeeds.
+	describe func(E) string
 	// written, when set, gets each object as the API server returned it from a write.
 	written func(*unstructured.Unstructured)
 	// writes bounds the writes in flight, so that a flush of a thousand objects does not
@@ -246,6 +252,9 @@ func (r *recorder[E]) drain(q *queue[E]) {
 		if err != nil {
 			// The entries wait for the next write (the plugin writes what is left before it
 			// exits); their operations fail if they do not appear by recordDeadline.
+			if r.describe != nil {
+				log = log.WithField("entries", describe(entries, r.describe))
+			}
 			log.WithError(err).Error("Failed to record entries; the next write takes them again")
 			r.mu.Lock()
 			q.entries = append(entries, q.entries...)
@@ -264,6 +273,18 @@ func (r *recorder[E]) drain(q *queue[E]) {
 			r.written(obj) // the write decoded the whole object into obj
 		}
 	}
+}
+
+// describe names entries, at most 100 of them.
+func describe[E any](entries []E, name func(E) string) string {
+	var names []string
+	for _, e := range entries[:min(len(entries), 100)] {
+		names = append(names, name(e))
+	}
+	if len(entries) > 100 {
+		names = append(names, fmt.Sprintf("and %d more", len(entries)-100))
+	}
+	return strings.Join(names, ", ")
 }
 
 // entriesOnly is obj reduced to what identifies it and the lists a later write adds to:
