@@ -568,11 +568,7 @@ func TestPartsAreWrittenOnceAsTheyFillAndTheHeadAtTheFirstProgress(t *testing.T)
 	}
 	// The first Execute creates the head, empty, to fix the number of parts; the three parts
 	// that filled are written in the background, each once.
-	if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		return len(recorded(t, ns, "held")) == 3, nil
-	}); err != nil {
-		t.Fatalf("recorded %v while Velero was collecting items, want the three full parts", recorded(t, ns, "held"))
-	}
+	waitForParts(t, ns, "held", 3, "recorded %v while Velero was collecting items, want the three full parts")
 	for name, streams := range recorded(t, ns, "held") {
 		if name == "held" || len(streams) != 50 {
 			t.Errorf("part %s holds %d imagestreams before the first Progress, want a full part other than the head", name, len(streams))
@@ -876,6 +872,36 @@ func TestAPartThatAppearsAfterTheHeadWasWrittenIsListed(t *testing.T) {
 	}
 }
 
+// waitForParts waits until n parts of backup hold imagestreams, or fails with msg.
+func waitForParts(t *testing.T, ns, backup string, n int, msg string) {
+	t.Helper()
+	if err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+		return len(recorded(t, ns, backup)) == n, nil
+	}); err != nil {
+		t.Fatalf(msg, recorded(t, ns, backup))
+	}
+}
+
+// executeRange has a back up imagestreams app/is-<from> ... app/is-<to-1>, of one image each,
+// and returns the operations and the names of the post-operation items it returned.
+func executeRange(t *testing.T, a *action.BackupAction, backup *velerov1.Backup, from, to int) (ops, post []string) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		name := fmt.Sprintf("is-%03d", i)
+		_, _, op, items, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(i)}}), backup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op != "" {
+			ops = append(ops, op)
+		}
+		for _, item := range items {
+			post = append(post, item.Name)
+		}
+	}
+	return ops, post
+}
+
 // A plugin process that Velero starts again in the middle of a backup (the first one died)
 // finds the parts its predecessor wrote: the head lists them, and it fills the next ones
 // instead of writing into them again.
@@ -883,27 +909,10 @@ func TestARestartedPluginListsThePartsItsPredecessorWrote(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
 	backup := newBackupObject(t, ns, "restarted", 150) // parts 1 and 2, then the head
-	execute := func(a *action.BackupAction, from, to int) (post []string) {
-		for i := from; i < to; i++ {
-			name := fmt.Sprintf("is-%03d", i)
-			_, _, _, items, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(i)}}), backup)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, item := range items {
-				post = append(post, item.Name)
-			}
-		}
-		return post
-	}
-	execute(newAction(), 0, 100) // fills parts 1 and 2, which are written; then the process dies
-	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		return len(recorded(t, ns, "restarted")) == 2, nil
-	}); err != nil {
-		t.Fatalf("recorded %v, want the two full parts", recorded(t, ns, "restarted"))
-	}
+	executeRange(t, newAction(), backup, 0, 100)       // fills parts 1 and 2, which are written; then the process dies
+	waitForParts(t, ns, "restarted", 2, "recorded %v, want the two full parts")
 	next := newAction()
-	post := execute(next, 100, 110)
+	_, post := executeRange(t, next, backup, 100, 110)
 	if err := next.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -938,30 +947,13 @@ func TestAPartsOperationIsDoneOnlyByTheWriteOfItsOwnProcess(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
 	backup := newBackupObject(t, ns, "lost", 150) // parts 1 and 2, then the head
-	execute := func(a *action.BackupAction, from, to int) (ops []string) {
-		for i := from; i < to; i++ {
-			name := fmt.Sprintf("is-%03d", i)
-			_, _, op, _, err := a.Execute(imageStream("app", name, tag{"latest", []string{host + "/app/" + name + "@" + digest(i)}}), backup)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if op != "" {
-				ops = append(ops, op)
-			}
-		}
-		return ops
-	}
 	// The first process fills part 1, which is written, and holds 25 imagestreams for part 2
 	// when it dies.
-	first := execute(newAction(), 0, 75)
-	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
-		return len(recorded(t, ns, "lost")) == 1, nil
-	}); err != nil {
-		t.Fatalf("recorded %v, want part 1", recorded(t, ns, "lost"))
-	}
+	first, _ := executeRange(t, newAction(), backup, 0, 75)
+	waitForParts(t, ns, "lost", 1, "recorded %v, want part 1")
 	// The next one fills part 2 with 35 others and writes it.
 	next := newAction()
-	second := execute(next, 75, 110)
+	second, _ := executeRange(t, next, backup, 75, 110)
 	if err := next.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
