@@ -198,7 +198,7 @@ func run(s *stack.Stack) {
 	fmt.Fprintln(tw)
 	fmt.Fprintf(tw, "backup of %d imagestreams, %d image references\t%s (%d ImageStreamsBackups, %d images, %.1f MiB uploaded)\n",
 		*imageStreams, *imageStreams**tags, full.total.Round(100*time.Millisecond), len(isbs.Items), images, float64(uploaded)/(1<<20))
-	fmt.Fprintf(tw, "  item collection by velero and the plugin\t%s\n", full.collection.Round(100*time.Millisecond))
+	fmt.Fprintf(tw, "  item collection by velero and the plugin\t%s (%d operations for velero to follow)\n", full.collection.Round(100*time.Millisecond), full.operations)
 	fmt.Fprintf(tw, "  images/s, blobs/s\t%.0f, %.0f (%d blobs in the bucket)\n", float64(images)/full.total.Seconds(), float64(blobs)/full.total.Seconds(), blobs)
 	fmt.Fprintf(tw, "  CPU used\t%s\n", backupCPU)
 	fmt.Fprintf(tw, "  worker peak RSS\t%.1f MiB\n", float64(rss)/(1<<20))
@@ -207,7 +207,7 @@ func run(s *stack.Stack) {
 	fmt.Fprintf(tw, "largest stored index\t%.1f KiB (%s)\n", float64(largestIndex)/1024, largestIndexKey)
 	fmt.Fprintf(tw, "backup of %d imagestreams without a plugin\t%s (runs: %s)\n", len(overheadNS)*perNS, wo.Round(10*time.Millisecond), list(without, collection))
 	fmt.Fprintf(tw, "  item collection with a plugin that does nothing\t%s (runs: %s)\n", wn.Round(10*time.Millisecond), list(withNoop, collection))
-	fmt.Fprintf(tw, "  item collection with the plugin\t%s (runs: %s)\n", wi.Round(10*time.Millisecond), list(with, collection))
+	fmt.Fprintf(tw, "  item collection with the plugin\t%s (runs: %s; operations: %s)\n", wi.Round(10*time.Millisecond), list(with, collection), operations(with))
 	fmt.Fprintf(tw, "  added by a plugin that does nothing\t%+.1f%%\n", 100*(wn.Seconds()/wo.Seconds()-1))
 	fmt.Fprintf(tw, "  added by the plugin\t%+.1f%% (%+.1f%% more than the plugin that does nothing)\n", 100*(wi.Seconds()/wo.Seconds()-1), 100*(wi.Seconds()-wn.Seconds())/wo.Seconds())
 	fmt.Fprintf(tw, "  to Completed with the plugin, images already stored\t%s (runs: %s)\n", median(with, total).Round(10*time.Millisecond), list(with, total))
@@ -274,6 +274,8 @@ func startProfile(label string) (wait func()) {
 type backupTimes struct {
 	collection, total time.Duration
 	phase             velerov1.BackupPhase
+	// operations is how many operations the plugin returned, which Velero asks about in turn.
+	operations int
 }
 
 func collection(t backupTimes) time.Duration { return t.collection }
@@ -286,6 +288,14 @@ func median(ts []backupTimes, f func(backupTimes) time.Duration) time.Duration {
 	}
 	slices.Sort(ds)
 	return ds[len(ds)/2]
+}
+
+func operations(ts []backupTimes) string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, fmt.Sprint(t.operations))
+	}
+	return strings.Join(out, ", ")
 }
 
 func list(ts []backupTimes, f func(backupTimes) time.Duration) string {
@@ -317,7 +327,7 @@ func timeBackup(s *stack.Stack, backup string, namespaces []string) backupTimes 
 		}
 		switch b.Status.Phase {
 		case velerov1.BackupPhaseCompleted, velerov1.BackupPhasePartiallyFailed, velerov1.BackupPhaseFailed, velerov1.BackupPhaseFailedValidation:
-			t.total, t.phase = time.Since(t0), b.Status.Phase
+			t.total, t.phase, t.operations = time.Since(t0), b.Status.Phase, b.Status.BackupItemOperationsAttempted
 			return true
 		}
 		return false

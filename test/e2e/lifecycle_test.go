@@ -308,6 +308,58 @@ func TestABackupNamedLikeAnotherBackupsPart(t *testing.T) {
 	verifyAll(t, store, []string{"split.1"})
 }
 
+// A Velero backup of more items than imagestreams fills its parts in turn and leaves the head
+// without an imagestream of its own: the head only lists the parts. `velero backup delete`
+// finds the head and every part in the backup, as post-operation items of the operations that
+// share a part, and removes all of them and nothing of another backup.
+func TestDeletingABackupWhoseHeadHoldsNoImageStream(t *testing.T) {
+	ctx := context.Background()
+	c := st.Env.Client
+	createNamespace(t, st, "headless")
+	for i := range 50 {
+		smallImageStream(t, st, "headless", fmt.Sprintf("is%02d", i))
+	}
+	for i := range 60 {
+		if err := c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "headless", Name: fmt.Sprintf("cm%02d", i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	createNamespace(t, st, "beside")
+	smallImageStream(t, st, "beside", "web")
+	st.Run("backup", "create", "headless", "--include-namespaces", "headless", "--wait")
+	st.Run("backup", "create", "beside", "--include-namespaces", "beside", "--wait")
+	if vb := veleroBackup(t, "headless"); vb.Status.Phase != velerov1.BackupPhaseCompleted {
+		t.Fatalf("Velero backup headless %s, want Completed", vb.Status.Phase)
+	}
+	head := isbKey("headless")
+	if err := c.Get(ctx, client.ObjectKeyFromObject(head), head); err != nil {
+		t.Fatal(err)
+	}
+	parts := partsOf(t, st, "headless")
+	if len(head.Spec.ImageStreams) != 0 || len(head.Spec.Parts) == 0 || len(parts) != len(head.Spec.Parts)+1 {
+		t.Fatalf("head holds %d imagestreams and lists parts %v of %v; want none of its own, listing every other part", len(head.Spec.ImageStreams), head.Spec.Parts, parts)
+	}
+	store := st.Store()
+	defer store.Close()
+	verifyAll(t, store, []string{"headless", "beside"})
+	stored := 0
+	for _, p := range head.Spec.Parts {
+		stored += len(must(store.ReadIndex(ctx, p)))
+	}
+	if stored != 50 {
+		t.Errorf("the parts store %d images, want the 50", stored)
+	}
+
+	st.Run("backup", "delete", "headless", "--confirm")
+	for _, p := range parts {
+		waitGone(t, st, isbKey(p), "ImageStreamsBackup "+p)
+		if ok := must(store.HasIndex(ctx, p)); ok {
+			t.Errorf("%s's index is still stored", p)
+		}
+	}
+	verifyAll(t, store, []string{"beside"})
+}
+
 // A Velero backup whose name a person's stored backup already has fails its images loudly
 // (BackupExists); deleting that Velero backup keeps the person's stored backup.
 func TestDeletingABackupThatFoundItsNameTakenKeepsTheOtherOne(t *testing.T) {
