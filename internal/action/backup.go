@@ -159,10 +159,11 @@ func (a *BackupAction) Execute(item runtime.Unstructured, backup *velerov1.Backu
 //     imagestreams made a thousand calls where their parts make a few dozen. The operation is
 //     done when the write is (the part carries AnnotationRecordedByPrefix with this process's
 //     id) and the worker has stored the part; it fails with the part's failed images.
-//   - one that joins a part after a write of it started, or while the Execute that took the
-//     shared operation has not returned it to Velero (several item-block workers), has an
-//     operation of its own, done when the imagestream is in the part. Velero must keep some
-//     operation for every imagestream it stores.
+//   - one that joins a part after a write of it started, or before the Execute that took the
+//     shared operation has returned (several item-block workers), has an operation of its
+//     own, done when the imagestream is in the part. Velero must keep some operation for every
+//     imagestream it stores; a plugin that dies after that Execute returned and before Velero
+//     has its answer fails that item, and with it the backup, loudly.
 //
 // Velero backs up every operation's post-operation items again when the operations end, one
 // by one, reading each from the API server, and keeps post-operation items only with an
