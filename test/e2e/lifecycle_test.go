@@ -258,10 +258,7 @@ func TestTwoBackupsAtOnceWhileAThirdIsDeleted(t *testing.T) {
 func TestABackupNamedLikeAnotherBackupsPart(t *testing.T) {
 	ctx := context.Background()
 	c := st.Env.Client
-	createNamespace(t, st, "many")
-	for i := range 55 {
-		smallImageStream(t, st, "many", fmt.Sprintf("is%02d", i))
-	}
+	namespaceOfImageStreams(t, "many", 55)
 	createNamespace(t, st, "few")
 	smallImageStream(t, st, "few", "web")
 	st.Run("backup", "create", "split", "--include-namespaces", "many", "--wait")
@@ -298,14 +295,7 @@ func TestABackupNamedLikeAnotherBackupsPart(t *testing.T) {
 		t.Errorf("ImageStreamsRestore Ready %+v, want BackupPartMissing naming %s", ready, lost)
 	}
 
-	st.Run("backup", "delete", "split", "--confirm")
-	for _, p := range parts {
-		waitGone(t, st, isbKey(p), "ImageStreamsBackup "+p)
-		if ok := must(store.HasIndex(ctx, p)); ok {
-			t.Errorf("part %s's index is still stored", p)
-		}
-	}
-	verifyAll(t, store, []string{"split.1"})
+	deleteBackup(t, store, "split", parts, []string{"split.1"})
 }
 
 // A Velero backup of more items than imagestreams fills its parts in turn and leaves the head
@@ -315,10 +305,7 @@ func TestABackupNamedLikeAnotherBackupsPart(t *testing.T) {
 func TestDeletingABackupWhoseHeadHoldsNoImageStream(t *testing.T) {
 	ctx := context.Background()
 	c := st.Env.Client
-	createNamespace(t, st, "headless")
-	for i := range 50 {
-		smallImageStream(t, st, "headless", fmt.Sprintf("is%02d", i))
-	}
+	namespaceOfImageStreams(t, "headless", 50)
 	for i := range 60 {
 		if err := c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "headless", Name: fmt.Sprintf("cm%02d", i)}}); err != nil {
 			t.Fatal(err)
@@ -326,15 +313,8 @@ func TestDeletingABackupWhoseHeadHoldsNoImageStream(t *testing.T) {
 	}
 	createNamespace(t, st, "beside")
 	smallImageStream(t, st, "beside", "web")
-	st.Run("backup", "create", "headless", "--include-namespaces", "headless", "--wait")
-	st.Run("backup", "create", "beside", "--include-namespaces", "beside", "--wait")
-	if vb := veleroBackup(t, "headless"); vb.Status.Phase != velerov1.BackupPhaseCompleted {
-		t.Fatalf("Velero backup headless %s, want Completed", vb.Status.Phase)
-	}
-	head := isbKey("headless")
-	if err := c.Get(ctx, client.ObjectKeyFromObject(head), head); err != nil {
-		t.Fatal(err)
-	}
+	head := backupNamespace(t, "headless", "headless", velerov1.BackupPhaseCompleted)
+	backupNamespace(t, "beside", "beside", velerov1.BackupPhaseCompleted)
 	parts := partsOf(t, st, "headless")
 	if len(head.Spec.ImageStreams) != 0 || len(head.Spec.Parts) == 0 || len(parts) != len(head.Spec.Parts)+1 {
 		t.Fatalf("head holds %d imagestreams and lists parts %v of %v; want none of its own, listing every other part", len(head.Spec.ImageStreams), head.Spec.Parts, parts)
@@ -350,14 +330,46 @@ func TestDeletingABackupWhoseHeadHoldsNoImageStream(t *testing.T) {
 		t.Errorf("the parts store %d images, want the 50", stored)
 	}
 
-	st.Run("backup", "delete", "headless", "--confirm")
+	deleteBackup(t, store, "headless", parts, []string{"beside"})
+}
+
+// namespaceOfImageStreams creates namespace ns with n imagestreams is00, is01, ... of a small
+// image each.
+func namespaceOfImageStreams(t *testing.T, ns string, n int) {
+	t.Helper()
+	createNamespace(t, st, ns)
+	for i := range n {
+		smallImageStream(t, st, ns, fmt.Sprintf("is%02d", i))
+	}
+}
+
+// backupNamespace runs Velero backup backup of namespace ns, which should end in phase want,
+// and returns its ImageStreamsBackup, the head.
+func backupNamespace(t *testing.T, backup, ns string, want velerov1.BackupPhase) *oadpv1alpha1.ImageStreamsBackup {
+	t.Helper()
+	st.Run("backup", "create", backup, "--include-namespaces", ns, "--wait")
+	if vb := veleroBackup(t, backup); vb.Status.Phase != want {
+		t.Errorf("Velero backup %s %s, want %s", backup, vb.Status.Phase, want)
+	}
+	isb := isbKey(backup)
+	if err := st.Env.Client.Get(context.Background(), client.ObjectKeyFromObject(isb), isb); err != nil {
+		t.Fatal(err)
+	}
+	return isb
+}
+
+// deleteBackup runs `velero backup delete` on backup and waits until its ImageStreamsBackups,
+// parts, are gone with their stored indexes; the stored backups kept still verify.
+func deleteBackup(t *testing.T, store *imagestore.Store, backup string, parts, kept []string) {
+	t.Helper()
+	st.Run("backup", "delete", backup, "--confirm")
 	for _, p := range parts {
 		waitGone(t, st, isbKey(p), "ImageStreamsBackup "+p)
-		if ok := must(store.HasIndex(ctx, p)); ok {
+		if ok := must(store.HasIndex(context.Background(), p)); ok {
 			t.Errorf("%s's index is still stored", p)
 		}
 	}
-	verifyAll(t, store, []string{"beside"})
+	verifyAll(t, store, kept)
 }
 
 // A Velero backup whose name a person's stored backup already has fails its images loudly
@@ -382,14 +394,7 @@ func TestDeletingABackupThatFoundItsNameTakenKeepsTheOtherOne(t *testing.T) {
 	}
 	waitGone(t, st, isbKey("taken1"), "the person's ImageStreamsBackup")
 
-	st.Run("backup", "create", "taken1", "--include-namespaces", "taken", "--wait")
-	if vb := veleroBackup(t, "taken1"); vb.Status.Phase != velerov1.BackupPhasePartiallyFailed {
-		t.Errorf("Velero backup taken1 %s, want PartiallyFailed", vb.Status.Phase)
-	}
-	isb := isbKey("taken1")
-	if err := c.Get(ctx, client.ObjectKeyFromObject(isb), isb); err != nil {
-		t.Fatal(err)
-	}
+	isb := backupNamespace(t, "taken1", "taken", velerov1.BackupPhasePartiallyFailed)
 	if ready := readyCondition(isb.Status.Conditions); ready == nil || ready.Reason != "BackupExists" {
 		t.Errorf("ImageStreamsBackup taken1 Ready %+v, want BackupExists", ready)
 	}
