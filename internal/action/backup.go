@@ -46,8 +46,10 @@ type backupParts struct {
 	count int
 	// listed are the parts other than the head that hold imagestreams, which the head lists.
 	listed map[string]bool
-	// attached are the parts (the head among them) already returned as post-operation items.
-	attached map[string]bool
+	// unattached are the listed parts not yet returned as post-operation items, and
+	// headAttached says whether the head was.
+	unattached   []string
+	headAttached bool
 	// opened are the parts whose shared operation an Execute has taken, and returned those
 	// whose Execute has returned it (see claim).
 	opened, returned map[string]bool
@@ -186,18 +188,26 @@ func (a *BackupAction) claim(backup *velerov1.Backup, part string, is *imagev1.I
 		op = operationID(part, is.Namespace, is.Name, now)
 	}
 	if part != backup.Name && !b.listed[part] {
-		b.listed[part] = true
+		b.list(part)
 		// The head lists the parts: it is written with them, even when it holds no
 		// imagestream of its own.
 		a.recorder.touch(backup.Namespace+"/"+backup.Name, a.builder(backup, backup.Name))
 	}
-	for _, name := range append(slices.Sorted(maps.Keys(b.listed)), backup.Name) {
-		if !b.attached[name] {
-			b.attached[name] = true
-			post = append(post, velero.ResourceIdentifier{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: name})
-		}
+	names := slices.Sorted(slices.Values(b.unattached))
+	if !b.headAttached {
+		names = append(names, backup.Name)
 	}
+	for _, name := range names {
+		post = append(post, velero.ResourceIdentifier{GroupResource: imageStreamsBackupsResource, Namespace: backup.Namespace, Name: name})
+	}
+	b.unattached, b.headAttached = nil, true
 	return op, post, shared
+}
+
+// list has the head list part, and the next operation take it as a post-operation item.
+func (b *backupParts) list(part string) {
+	b.listed[part] = true
+	b.unattached = append(b.unattached, part)
 }
 
 // returnedShared notes that the Execute that took part's shared operation returns it.
@@ -217,9 +227,9 @@ func (a *BackupAction) builder(backup *velerov1.Backup, part string) func([]oadp
 		}
 		u := partObject(backup, part, parts, entries)
 		if len(entries) > 0 {
-			// Only a write of the whole object carries annotations (see entriesOnly): the
-			// first successful one, which holds every imagestream whose part operation
-			// this process returned.
+			// Only a write of the whole object carries annotations (see entriesOnly): this
+			// process's first, and those that retry it, each of which holds every
+			// imagestream whose part operation this process returned.
 			annotations := u.GetAnnotations()
 			if annotations == nil {
 				annotations = map[string]string{}
@@ -287,7 +297,7 @@ func (a *BackupAction) newBackupParts(ctx context.Context, backup *velerov1.Back
 	if err != nil || n < 1 {
 		n = 1 // a head made by a person records everything itself
 	}
-	b := &backupParts{count: n, listed: map[string]bool{}, attached: map[string]bool{}, opened: map[string]bool{}, returned: map[string]bool{}, filling: 1}
+	b := &backupParts{count: n, listed: map[string]bool{}, opened: map[string]bool{}, returned: map[string]bool{}, filling: 1}
 	if existed {
 		// Another process of this plugin wrote for the backup before (Velero restarts a
 		// plugin that died): the head lists the parts it filled, and this one fills the next.
@@ -311,7 +321,7 @@ func (a *BackupAction) continueAfter(ctx context.Context, backup *velerov1.Backu
 	for _, isb := range list.Items {
 		for k := 1; k < b.count; k++ {
 			if isb.Name == partK(backup, k) {
-				b.listed[isb.Name] = true
+				b.list(isb.Name)
 				b.filling = max(b.filling, k+1)
 			}
 		}

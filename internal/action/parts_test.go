@@ -74,7 +74,7 @@ func TestPartsAreFilledInTurnThenSpread(t *testing.T) {
 func TestAnImageStreamGoesWithoutAnOperationOnlyOnceItsPartsOperationWasReturned(t *testing.T) {
 	backup := &velerov1.Backup{ObjectMeta: metav1.ObjectMeta{Namespace: "velero", Name: "b", UID: "0123456789ab"}}
 	a := NewBackupAction(logrus.New(), nil, nil)
-	a.backups[backup.UID] = &backupParts{count: 1, listed: map[string]bool{}, attached: map[string]bool{}, opened: map[string]bool{}, returned: map[string]bool{}}
+	a.backups[backup.UID] = &backupParts{count: 1, listed: map[string]bool{}, opened: map[string]bool{}, returned: map[string]bool{}}
 	claim := func(name string, firstWrite bool) (string, int, bool) {
 		op, post, shared := a.claim(backup, "b", &imagev1.ImageStream{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: name}}, firstWrite)
 		return op, len(post), shared

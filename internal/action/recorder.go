@@ -123,9 +123,10 @@ const recordDeadline = 3 * time.Minute
 const concurrentWrites = 4
 
 func newRecorder[E any](c client.Client, log logrus.FieldLogger, manager string) *recorder[E] {
-	id := make([]byte, 8)
-	_, _ = rand.Read(id)
-	r := &recorder[E]{client: c, log: log, manager: manager + "-" + hex.EncodeToString(id), id: hex.EncodeToString(id), objects: map[string]*queue[E]{},
+	raw := make([]byte, 8)
+	_, _ = rand.Read(raw)
+	id := hex.EncodeToString(raw)
+	r := &recorder[E]{client: c, log: log, manager: manager + "-" + id, id: id, objects: map[string]*queue[E]{},
 		writes: make(chan struct{}, concurrentWrites)}
 	r.idle = sync.NewCond(&r.mu)
 	return r
@@ -253,7 +254,7 @@ func (r *recorder[E]) drain(q *queue[E]) {
 			// The entries wait for the next write (the plugin writes what is left before it
 			// exits); their operations fail if they do not appear by recordDeadline.
 			if r.describe != nil {
-				log = log.WithField("entries", describe(entries, r.describe))
+				log = log.WithField("names", describe(entries, r.describe))
 			}
 			log.WithError(err).Error("Failed to record entries; the next write takes them again")
 			r.mu.Lock()

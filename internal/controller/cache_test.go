@@ -36,6 +36,13 @@ func (s *staleReads) Get(ctx context.Context, key client.ObjectKey, obj client.O
 	return s.Client.Get(ctx, key, obj, opts...)
 }
 
+// withStatus is an ImageStreamsBackup or an ImageStreamsRestore.
+type withStatus interface {
+	client.Object
+	GetPhase() string
+	GetCommonStatus() *oadpv1alpha1.CommonStatus
+}
+
 // A run ends with its final status write, and the runner forgets it right after; the cache
 // may not have that write yet. A reconcile of the cached copy, which still says the run is in
 // progress, must not start the spec again: the second run copies every image again, and its
@@ -59,26 +66,25 @@ func TestARunIsNotStartedAgainFromACachedCopyOlderThanItsEnd(t *testing.T) {
 	isr = waitFor(t, isr, time.Minute, "restore Completed", restorePhase(oadpv1alpha1.RestorePhaseCompleted))
 
 	for _, tt := range []struct {
-		name   string
-		kind   string
-		obj    client.Object
-		status *oadpv1alpha1.CommonStatus
+		name string
+		kind string
+		obj  withStatus
 		// inProgress is a copy of obj as it was during its run.
-		inProgress func() client.Object
+		inProgress func() withStatus
 	}{
-		{"backup", "Backup", isb, &isb.Status.CommonStatus, func() client.Object {
+		{"backup", "Backup", isb, func() withStatus {
 			o := isb.DeepCopy()
 			o.Status.Phase = oadpv1alpha1.BackupPhaseInProgress
 			return o
 		}},
-		{"restore", "Restore", isr, &isr.Status.CommonStatus, func() client.Object {
+		{"restore", "Restore", isr, func() withStatus {
 			o := isr.DeepCopy()
 			o.Status.Phase = oadpv1alpha1.RestorePhaseInProgress
 			return o
 		}},
 		// Canceled while it ran (Velero's operation timeout cancels): the cached copy asks to
 		// be canceled and has no job, but the run completed.
-		{"backup canceled in the cached copy", "Backup", isb, &isb.Status.CommonStatus, func() client.Object {
+		{"backup canceled in the cached copy", "Backup", isb, func() withStatus {
 			o := isb.DeepCopy()
 			o.Status.Phase = oadpv1alpha1.BackupPhaseInProgress
 			o.Spec.Cancel = true
@@ -87,11 +93,11 @@ func TestARunIsNotStartedAgainFromACachedCopyOlderThanItsEnd(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			if p := tt.status.Progress; p.ImagesTotal != 2 || p.ImagesDone != 2 {
+			if p := tt.obj.GetCommonStatus().Progress; p.ImagesTotal != 2 || p.ImagesDone != 2 {
 				t.Fatalf("progress %+v, want 2 of 2 images", p)
 			}
-			stale := tt.inProgress()
-			st := reflect.ValueOf(stale).Elem().FieldByName("Status").FieldByName("CommonStatus").Addr().Interface().(*oadpv1alpha1.CommonStatus)
+			var stale client.Object = tt.inProgress()
+			st := stale.(withStatus).GetCommonStatus()
 			st.CompletionTimestamp, st.ObservedGeneration = nil, 0
 			st.Progress = oadpv1alpha1.Progress{ImagesTotal: 2, ImagesDone: 1}
 			rv, err := strconv.Atoi(tt.obj.GetResourceVersion())
@@ -108,19 +114,19 @@ func TestARunIsNotStartedAgainFromACachedCopyOlderThanItsEnd(t *testing.T) {
 			if err := env.Client.Patch(ctx, tt.obj, patch); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, tt.obj, 30*time.Second, "the worker reading the stale copy", func(client.Object) bool { return reads.served.Load() > 0 })
+			waitFor(t, tt.obj, 30*time.Second, "the worker reading the stale copy", func(withStatus) bool { return reads.served.Load() > 0 })
 			time.Sleep(time.Second) // what the worker decides from it is written by now: a run has started and ended
 
 			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(tt.obj), tt.obj); err != nil {
 				t.Fatal(err)
 			}
-			if p := tt.status.Progress; p.ImagesTotal != 2 || p.ImagesDone != 2 {
+			if p := tt.obj.GetCommonStatus().Progress; p.ImagesTotal != 2 || p.ImagesDone != 2 {
 				t.Errorf("progress %+v after a reconcile of the stale copy, want 2 of 2 images still", p)
 			}
-			if phase := reflect.ValueOf(tt.obj).Elem().FieldByName("Status").FieldByName("Phase").String(); phase != "Completed" {
+			if phase := tt.obj.GetPhase(); phase != "Completed" {
 				t.Errorf("phase %s after a reconcile of the stale copy, want Completed still", phase)
 			}
-			if c := meta.FindStatusCondition(tt.status.Conditions, oadpv1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+			if c := meta.FindStatusCondition(tt.obj.GetCommonStatus().Conditions, oadpv1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
 				t.Errorf("Ready %+v after a reconcile of the stale copy, want True still", c)
 			}
 			started := 0

@@ -8,7 +8,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -26,7 +25,8 @@ import (
 // jobs report onto the resources' status, with events, logs and metrics.
 type jobs struct {
 	client client.Client
-	// reader reads uncached: a job starts only from the object as the API server has it.
+	// reader reads uncached: what a reconcile decides from the cache is acted on only while
+	// the cached status is the API server's (see stale).
 	reader   client.Reader
 	recorder events.EventRecorder
 	cfg      *Config
@@ -179,16 +179,7 @@ func (j *jobs) stale(ctx context.Context, obj statusObject) (stale bool, again c
 // write that changes anything goes only while obj's status is current (see stale), and
 // otherwise obj is looked at again after the returned result.
 func (j *jobs) patchDecided(ctx context.Context, obj statusObject, mutate func()) (ctrl.Result, error) {
-	before := obj.DeepCopyObject().(statusObject)
-	mutate()
-	if equality.Semantic.DeepEqual(before, obj) {
-		return ctrl.Result{}, nil
-	}
-	if stale, again, err := j.stale(ctx, before); stale {
-		return again, err
-	}
-	err := j.client.Status().Patch(ctx, obj, client.MergeFrom(before))
-	return ctrl.Result{}, client.IgnoreNotFound(err)
+	return j.patchStatus(ctx, obj, mutate, true)
 }
 
 // end projects res onto obj's status. An interrupted job writes nothing when the worker is
@@ -231,20 +222,24 @@ func (j *jobs) count(res transfer.Result) {
 }
 
 func (j *jobs) patch(ctx context.Context, obj statusObject, mutate func()) error {
-	return patchStatus(ctx, j.client, obj, mutate)
+	_, err := j.patchStatus(ctx, obj, mutate, false)
+	return err
 }
 
-// patchStatus applies mutate to obj's status and patches it, only when something changed
-// (most progress ticks change nothing while a copy waits on one large blob).
-func patchStatus[O client.Object](ctx context.Context, c client.Client, obj O, mutate func()) error {
-	before := obj.DeepCopyObject().(O)
+// patchStatus applies mutate to obj's status and patches it, only when something changed (most
+// progress ticks change nothing while a copy waits on one large blob); guarded, only while the
+// status before mutate is the API server's (see stale).
+func (j *jobs) patchStatus(ctx context.Context, obj statusObject, mutate func(), guarded bool) (ctrl.Result, error) {
+	before := obj.DeepCopyObject().(statusObject)
 	mutate()
 	if equality.Semantic.DeepEqual(before, obj) {
-		return nil
+		return ctrl.Result{}, nil
 	}
-	err := c.Status().Patch(ctx, obj, client.MergeFrom(before))
-	if apierrors.IsNotFound(err) {
-		return nil
+	if guarded {
+		if stale, again, err := j.stale(ctx, before); stale {
+			return again, err
+		}
 	}
-	return err
+	err := j.client.Status().Patch(ctx, obj, client.MergeFrom(before))
+	return ctrl.Result{}, client.IgnoreNotFound(err)
 }
