@@ -194,7 +194,7 @@ func newCopierWithProgress(t *testing.T, s *imagestore.Store, progress func(copi
 }
 
 func newPusher(t *testing.T, s *imagestore.Store) *copier.Pusher {
-	p, err := copier.NewPusher(context.Background(), s, copier.Options{})
+	p, err := copier.NewPusher(s, copier.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,8 @@ package copier_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,9 +11,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
 	"github.com/openshift/oadp-imagestreams-backup/test/peers"
@@ -69,7 +73,7 @@ func testRestoreIntoTheDistributionRegistry(t *testing.T, auth peers.Auth) {
 		descs = append(descs, d)
 	}
 
-	p, err := copier.NewPusher(ctx, f.store, copier.Options{Auth: dstAuth})
+	p, err := copier.NewPusher(f.store, copier.Options{Auth: dstAuth})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +137,7 @@ func TestACopyOutlivesItsBearerToken(t *testing.T) {
 		}
 	}
 	c := newCopierWith(t, f, copier.Options{Auth: auth})
-	p, err := copier.NewPusher(ctx, f.store, copier.Options{Auth: auth})
+	p, err := copier.NewPusher(f.store, copier.Options{Auth: auth})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,5 +169,98 @@ func TestACopyOutlivesItsBearerToken(t *testing.T) {
 		if got.Digest != desc.Digest {
 			t.Errorf("restored digest %s, want %s", got.Digest, desc.Digest)
 		}
+	}
+}
+
+// TestRepositoriesAuthenticateAtOnce backs up and restores images of several repositories at
+// once against registries whose token servers are slow, as a loaded one is: each repository's
+// handshake, a ping and a token request, goes while the other repositories' do, not after them.
+func TestRepositoriesAuthenticateAtOnce(t *testing.T) {
+	ctx := context.Background()
+	slow := peers.TokenAuth(time.Hour).SlowTokens(300 * time.Millisecond)
+	src, dst := peers.StartRegistry(t, slow), peers.StartRegistry(t, slow)
+	srcAuth := authn.FromConfig(authn.AuthConfig{Username: src.Username, Password: src.Password})
+	dstAuth := authn.FromConfig(authn.AuthConfig{Username: dst.Username, Password: dst.Password})
+	f := newStore(t)
+	const n = 4
+	var refs []name.Digest
+	for i := range n {
+		img := dockerImage(t)
+		ref := must[name.Repository](t)(name.NewRepository(fmt.Sprintf("%s/app/img%d", src.Host, i))).Digest(must[v1.Hash](t)(img.Digest()).String())
+		if err := remote.Write(ref, img, remote.WithAuth(srcAuth)); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, ref)
+	}
+	if got := src.TokenRequestsAtOnce(); got != 1 {
+		t.Fatalf("token requests at once while the images were written one by one = %d, want 1", got)
+	}
+
+	c := newCopierWith(t, f, copier.Options{Auth: srcAuth})
+	descs := make([]v1.Descriptor, n)
+	var g errgroup.Group
+	for i, ref := range refs {
+		g.Go(func() (err error) {
+			descs[i], err = c.Copy(ctx, ref)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := src.TokenRequestsAtOnce(); got < 2 {
+		t.Errorf("backup of %d repositories at once: token requests at once = %d, want at least 2", n, got)
+	}
+
+	p, err := copier.NewPusher(f.store, copier.Options{Auth: dstAuth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, desc := range descs {
+		g.Go(func() error {
+			return p.Push(ctx, desc, must[name.Repository](t)(name.NewRepository(fmt.Sprintf("%s/restored/img%d", dst.Host, i))), []string{"latest"})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := dst.TokenRequestsAtOnce(); got < 2 {
+		t.Errorf("restore of %d repositories at once: token requests at once = %d, want at least 2", n, got)
+	}
+	// One handshake a repository: a token for each.
+	if got := dst.TokensIssued(); got != n {
+		t.Errorf("restore of %d repositories took %d tokens, want %d", n, got, n)
+	}
+}
+
+// TestARestoreGivesARepositoryOnlyItsRecordedTags restores an image whose manifest refers to a
+// subject (a signature or an attestation does) into a registry without the referrers API:
+// the repository gets the tag the backup recorded and no referrers fallback tag beside it. In
+// OpenShift's registry every tag pushed becomes an imagestream tag.
+func TestARestoreGivesARepositoryOnlyItsRecordedTags(t *testing.T) {
+	ctx := context.Background()
+	reg := newRegistry(t)
+	dst := peers.StartRegistry(t, peers.NoAuth)
+	f := newStore(t)
+	subject := ociImage(t)
+	subjectDesc := v1.Descriptor{MediaType: types.OCIManifestSchema1, Digest: must[v1.Hash](t)(subject.Digest()), Size: must[int64](t)(subject.Size())}
+	img := mutate.Subject(ociImage(t), subjectDesc).(v1.Image)
+	desc, err := newCopier(t, f.store).Copy(ctx, reg.push(t, "app/signed", img))
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := must[name.Repository](t)(name.NewRepository(dst.Host + "/restored/signed"))
+	if err := newPusher(t, f.store).Push(ctx, desc, repo, []string{"v1"}); err != nil {
+		t.Fatal(err)
+	}
+	tags, err := remote.List(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(tags, []string{"v1"}) {
+		t.Errorf("restored repository's tags = %q, want [v1]", tags)
+	}
+	if got := must[*remote.Descriptor](t)(remote.Get(repo.Tag("v1"))); got.Digest != desc.Digest {
+		t.Errorf("v1 is %s, want %s", got.Digest, desc.Digest)
 	}
 }

@@ -124,7 +124,7 @@ func TestBackupAndRestoreThroughAFaultyNetwork(t *testing.T) {
 	}
 
 	start = time.Now()
-	p, err := copier.NewPusher(ctx, f.store, copier.Options{Auth: dstAuth})
+	p, err := copier.NewPusher(f.store, copier.Options{Auth: dstAuth})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
@@ -24,12 +25,6 @@ import (
 type Pusher struct {
 	store  *imagestore.Store
 	opts   Options
-	remote []remote.Option
-	// rp puts manifests through one authenticated transport per repository.
-	rp *remote.Pusher
-	// rl reads through one authenticated transport per repository: remote.Head without it
-	// authenticates again, a ping and a token request, for every manifest it looks for.
-	rl     *remote.Puller
 	up     *uploader
 	counts counters
 	// slots bound the layers sent at once, shared with every Copier and Pusher given the same
@@ -48,20 +43,7 @@ type Pusher struct {
 }
 
 // NewPusher returns a Pusher from store.
-func NewPusher(ctx context.Context, store *imagestore.Store, opts Options) (*Pusher, error) {
-	rt, err := opts.roundTripper()
-	if err != nil {
-		return nil, err
-	}
-	ropts := append(opts.remoteOptions(), remote.WithTransport(rt), remote.WithContext(ctx))
-	p, err := remote.NewPusher(ropts...)
-	if err != nil {
-		return nil, err
-	}
-	rl, err := remote.NewPuller(ropts...)
-	if err != nil {
-		return nil, err
-	}
+func NewPusher(store *imagestore.Store, opts Options) (*Pusher, error) {
 	up, err := newUploader(&opts)
 	if err != nil {
 		return nil, err
@@ -74,7 +56,7 @@ func NewPusher(ctx context.Context, store *imagestore.Store, opts Options) (*Pus
 	if small == nil {
 		small = make(chan struct{}, SmallBlobsPerJob*opts.jobs())
 	}
-	return &Pusher{store: store, opts: opts, remote: append(ropts, remote.Reuse(p)), rp: p, rl: rl, up: up, slots: slots, small: small,
+	return &Pusher{store: store, opts: opts, up: up, slots: slots, small: small,
 		pushed: map[v1.Hash]name.Repository{}, sending: map[v1.Hash]chan struct{}{}, fresh: map[string]bool{}, sent: map[string]bool{}}, nil
 }
 
@@ -111,7 +93,7 @@ func (p *Pusher) Push(ctx context.Context, desc v1.Descriptor, repo name.Reposit
 		return nil
 	}
 	for _, tag := range tags {
-		if err := p.putManifest(ctx, func() error { return p.rp.Put(ctx, repo.Tag(tag), t) }); err != nil {
+		if err := p.putManifest(ctx, repo.Tag(tag), t); err != nil {
 			return fmt.Errorf("tagging %s:%s: %w", repo, tag, err)
 		}
 	}
@@ -163,7 +145,7 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 				return nil, false, err
 			}
 		}
-		if err := p.putManifest(ctx, func() error { return remote.WriteIndex(ref, idx, p.remote...) }); err != nil {
+		if err := p.putManifest(ctx, ref, idx); err != nil {
 			return nil, false, fmt.Errorf("pushing index %s: %w", ref, err)
 		}
 		p.counts.add(desc.Size, true)
@@ -180,7 +162,7 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 			return img, false, p.countPresent(img, desc)
 		}
 		if !fresh {
-			if d, err := p.rl.Head(ctx, ref); err == nil && d.Digest == desc.Digest {
+			if has, err := p.up.hasManifest(ctx, repo, desc.Digest); err == nil && has {
 				return img, false, p.countPresent(img, desc)
 			}
 		}
@@ -193,13 +175,29 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 	}
 }
 
-// putManifest runs put, which puts a manifest whose blobs and children are in the registry,
-// again when the registry answers that it lacks one of them. Distribution's filesystem
-// storage rewrites a repository's link files in place, so while another client (another
-// restore of the same target) sends the same blobs, the registry may for a moment not see
-// one it has.
-func (p *Pusher) putManifest(ctx context.Context, put func() error) error {
-	return retryIf(ctx, p.opts.backoff(), lacksReferenced, put)
+// putManifest puts t's manifest, whose blobs and children are in the registry, at ref, and
+// puts it again when the registry answers that it lacks one of them. Distribution's
+// filesystem storage rewrites a repository's link files in place, so while another client
+// (another restore of the same target) sends the same blobs, the registry may for a moment not
+// see one it has.
+func (p *Pusher) putManifest(ctx context.Context, ref name.Reference, t remote.Taggable) error {
+	raw, err := t.RawManifest()
+	if err != nil {
+		return err
+	}
+	typed, ok := t.(interface {
+		MediaType() (types.MediaType, error)
+	})
+	if !ok {
+		return fmt.Errorf("manifest for %s has no media type", ref)
+	}
+	mt, err := typed.MediaType()
+	if err != nil {
+		return err
+	}
+	return retryIf(ctx, p.opts.backoff(), lacksReferenced, func() error {
+		return p.up.putManifest(ctx, ref.Context(), ref.Identifier(), mt, raw)
+	})
 }
 
 // lacksReferenced reports whether err is a registry's refusal of a manifest for a blob or
@@ -415,7 +413,7 @@ func (p *Pusher) pushImage(ctx context.Context, img v1.Image, desc v1.Descriptor
 		return fmt.Errorf("pushing image %s@%s: %w", repo, desc.Digest, err)
 	}
 	for _, ref := range put {
-		if err := p.putManifest(ctx, func() error { return p.rp.Put(ctx, ref, img) }); err != nil {
+		if err := p.putManifest(ctx, ref, img); err != nil {
 			return fmt.Errorf("pushing image %s: %w", ref, err)
 		}
 	}

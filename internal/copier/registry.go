@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/bucket"
 	"github.com/openshift/oadp-imagestreams-backup/internal/imagestore"
@@ -96,13 +97,6 @@ func (o *Options) authFor(host string) authn.Authenticator {
 		return authn.Anonymous
 	}
 	return o.Auth
-}
-
-// keychain resolves authFor for go-containerregistry's remote package.
-type keychain struct{ o *Options }
-
-func (k keychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
-	return k.o.authFor(r.RegistryStr()), nil
 }
 
 // NameOptions are the options that parse references as the copier and pusher reach registries.
@@ -177,12 +171,6 @@ func retryable(resp *http.Response, err error) bool {
 var retryStatusCodes = []int{http.StatusRequestTimeout, http.StatusTooManyRequests,
 	http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout}
 
-// remoteOptions configure go-containerregistry's remote package to retry as the copier does.
-func (o *Options) remoteOptions() []remote.Option {
-	return []remote.Option{remote.WithAuthFromKeychain(keychain{o}), remote.WithJobs(o.jobs()), remote.WithRetryBackoff(o.backoff()),
-		remote.WithRetryPredicate(transient), remote.WithRetryStatusCodes(retryStatusCodes...)}
-}
-
 // transports are authenticated round trippers, one per repository, each holding the token
 // for scope in it.
 type transports struct {
@@ -192,6 +180,10 @@ type transports struct {
 
 	mu sync.Mutex
 	m  map[string]http.RoundTripper
+	// handshakes are the authentications under way, by repository. Callers for one
+	// repository share its handshake; a handshake (a ping and, with bearer tokens, a token
+	// request) never holds back another repository's, as a restore starts many at once.
+	handshakes singleflight.Group
 }
 
 func newTransports(opts *Options, scope string) (*transports, error) {
@@ -203,17 +195,27 @@ func newTransports(opts *Options, scope string) (*transports, error) {
 }
 
 func (ts *transports) get(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
+	key := repo.String()
 	ts.mu.Lock()
-	defer ts.mu.Unlock()
-	if t, ok := ts.m[repo.String()]; ok {
+	t, ok := ts.m[key]
+	ts.mu.Unlock()
+	if ok {
 		return t, nil
 	}
-	t, err := transport.NewWithContext(ctx, repo.Registry, ts.opts.authFor(repo.RegistryStr()), ts.rt, []string{repo.Scope(ts.scope)})
+	v, err, _ := ts.handshakes.Do(key, func() (any, error) {
+		t, err := transport.NewWithContext(ctx, repo.Registry, ts.opts.authFor(repo.RegistryStr()), ts.rt, []string{repo.Scope(ts.scope)})
+		if err != nil {
+			return nil, fmt.Errorf("authenticating to %s: %w", repo, err)
+		}
+		ts.mu.Lock()
+		defer ts.mu.Unlock()
+		ts.m[key] = t
+		return t, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("authenticating to %s: %w", repo, err)
+		return nil, err
 	}
-	ts.m[repo.String()] = t
-	return t, nil
+	return v.(http.RoundTripper), nil
 }
 
 // puller fetches manifests and blobs by digest. It talks HTTP itself rather than through

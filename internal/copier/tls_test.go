@@ -64,7 +64,7 @@ func TestRegistryTLSIsVerified(t *testing.T) {
 			dstSniff.reset()
 			tt.srcOpts.Auth, tt.dstOpts.Auth = srcAuth, dstAuth
 			_, copyErr := newCopierWith(t, newStore(t), tt.srcOpts).Copy(ctx, ref)
-			p, err := copier.NewPusher(ctx, stored.store, tt.dstOpts)
+			p, err := copier.NewPusher(stored.store, tt.dstOpts)
 			if err != nil {
 				t.Fatal(err)
 			}

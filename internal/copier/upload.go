@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 
@@ -13,6 +14,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // uploader makes the registry requests of a restore that go-containerregistry makes in more
@@ -20,8 +22,10 @@ import (
 // cost per request. It sends a blob in two requests: a POST that opens an upload and a PUT
 // that carries the bytes and the digest (the distribution spec's monolithic upload), where
 // go-containerregistry's writer streams every blob in four (HEAD, POST, PATCH, PUT). It mounts a
-// blob with one POST, where go-containerregistry looks for it first. And it lists a
-// repository's tags through the same authenticated transport.
+// blob with one POST, where go-containerregistry looks for it first. And it lists tags, looks
+// for manifests and puts them through the same authenticated transport: one handshake (a ping
+// and, with bearer tokens, a token) a repository, where go-containerregistry's pusher and
+// puller each make their own.
 type uploader struct {
 	transports *transports
 	backoff    remote.Backoff
@@ -39,11 +43,26 @@ func blobsURL(repo name.Repository) string {
 	return fmt.Sprintf("%s://%s/v2/%s/blobs/", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr())
 }
 
+func manifestsURL(repo name.Repository) string {
+	return fmt.Sprintf("%s://%s/v2/%s/manifests/", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr())
+}
+
 // has reports whether repo holds blob h.
 func (u *uploader) has(ctx context.Context, repo name.Repository, h v1.Hash) (bool, error) {
+	return u.exists(ctx, repo, blobsURL(repo)+h.String(), nil)
+}
+
+// hasManifest reports whether repo holds the manifest whose digest is h.
+func (u *uploader) hasManifest(ctx context.Context, repo name.Repository, h v1.Hash) (bool, error) {
+	return u.exists(ctx, repo, manifestsURL(repo)+h.String(), http.Header{"Accept": {manifestAccept}})
+}
+
+// exists reports whether the registry answers a HEAD of target, with hdr, with 200 rather
+// than 404.
+func (u *uploader) exists(ctx context.Context, repo name.Repository, target string, hdr http.Header) (bool, error) {
 	var found bool
 	err := retry(ctx, u.backoff, func() error {
-		resp, err := u.do(ctx, repo, http.MethodHead, blobsURL(repo)+h.String(), nil)
+		resp, err := u.do(ctx, repo, http.MethodHead, target, hdr, nil)
 		if err != nil {
 			return err
 		}
@@ -60,9 +79,22 @@ func (u *uploader) has(ctx context.Context, repo name.Repository, h v1.Hash) (bo
 
 // upload sends data, whose digest is h, into repo.
 func (u *uploader) upload(ctx context.Context, repo name.Repository, h v1.Hash, data []byte) error {
-	return u.uploadStream(ctx, repo, h, blobBody{size: int64(len(data)), open: func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(data)), nil
-	}})
+	return u.uploadStream(ctx, repo, h, *bytesBody(data))
+}
+
+// putManifest puts raw, a manifest of media type mt, at ref (a tag or a digest) in repo, byte
+// for byte. A manifest that refers to a subject is put as any other: the registry's referrers
+// fallback tag is not written (go-containerregistry's remote.Put would), as a restore gives a
+// repository the tags its backup recorded and no other.
+func (u *uploader) putManifest(ctx context.Context, repo name.Repository, ref string, mt types.MediaType, raw []byte) error {
+	return retry(ctx, u.backoff, func() error {
+		resp, err := u.do(ctx, repo, http.MethodPut, manifestsURL(repo)+ref, http.Header{"Content-Type": {string(mt)}}, bytesBody(raw))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return transport.CheckError(resp, http.StatusOK, http.StatusCreated, http.StatusAccepted)
+	})
 }
 
 // blobBody is the bytes of a blob, for a request: open returns them from the start, as many
@@ -72,12 +104,18 @@ type blobBody struct {
 	open func() (io.ReadCloser, error)
 }
 
+func bytesBody(data []byte) *blobBody {
+	return &blobBody{size: int64(len(data)), open: func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(data)), nil
+	}}
+}
+
 // uploadStream sends the blob body holds, whose digest is h, into repo; the PUT streams it. A
 // body that fails to read (a blob that does not match its digest) fails the upload before its
 // last bytes are sent, so the registry never completes it.
 func (u *uploader) uploadStream(ctx context.Context, repo name.Repository, h v1.Hash, body blobBody) error {
 	return retry(ctx, u.backoff, func() error {
-		resp, err := u.do(ctx, repo, http.MethodPost, blobsURL(repo)+"uploads/", nil)
+		resp, err := u.do(ctx, repo, http.MethodPost, blobsURL(repo)+"uploads/", nil, nil)
 		if err != nil {
 			return err
 		}
@@ -92,7 +130,7 @@ func (u *uploader) uploadStream(ctx context.Context, repo name.Repository, h v1.
 		q := loc.Query()
 		q.Set("digest", h.String())
 		loc.RawQuery = q.Encode()
-		resp, err = u.do(ctx, repo, http.MethodPut, loc.String(), &body)
+		resp, err = u.do(ctx, repo, http.MethodPut, loc.String(), http.Header{"Content-Type": {"application/octet-stream"}}, &body)
 		if err != nil {
 			return err
 		}
@@ -106,7 +144,7 @@ func (u *uploader) hasTags(ctx context.Context, repo name.Repository) (bool, err
 	var tagged bool
 	err := retry(ctx, u.backoff, func() error {
 		list := fmt.Sprintf("%s://%s/v2/%s/tags/list?n=1", repo.Scheme(), repo.RegistryStr(), repo.RepositoryStr())
-		resp, err := u.do(ctx, repo, http.MethodGet, list, nil)
+		resp, err := u.do(ctx, repo, http.MethodGet, list, nil, nil)
 		if err != nil {
 			return err
 		}
@@ -137,7 +175,7 @@ func (u *uploader) mount(ctx context.Context, repo, from name.Repository, h v1.H
 	var mounted bool
 	err := retry(ctx, u.backoff, func() error {
 		q := url.Values{"mount": {h.String()}, "from": {from.RepositoryStr()}}
-		resp, err := u.do(ctx, repo, http.MethodPost, blobsURL(repo)+"uploads/?"+q.Encode(), nil)
+		resp, err := u.do(ctx, repo, http.MethodPost, blobsURL(repo)+"uploads/?"+q.Encode(), nil, nil)
 		if err != nil {
 			return err
 		}
@@ -149,7 +187,7 @@ func (u *uploader) mount(ctx context.Context, repo, from name.Repository, h v1.H
 		case http.StatusAccepted:
 			mounted = false
 			if loc, err := resp.Location(); err == nil {
-				if resp, err := u.do(ctx, repo, http.MethodDelete, loc.String(), nil); err == nil {
+				if resp, err := u.do(ctx, repo, http.MethodDelete, loc.String(), nil, nil); err == nil {
 					resp.Body.Close()
 				}
 			}
@@ -160,7 +198,7 @@ func (u *uploader) mount(ctx context.Context, repo, from name.Repository, h v1.H
 	return mounted, err
 }
 
-func (u *uploader) do(ctx context.Context, repo name.Repository, method, target string, body *blobBody) (*http.Response, error) {
+func (u *uploader) do(ctx context.Context, repo name.Repository, method, target string, hdr http.Header, body *blobBody) (*http.Response, error) {
 	t, err := u.transports.get(ctx, repo)
 	if err != nil {
 		return nil, err
@@ -169,6 +207,7 @@ func (u *uploader) do(ctx context.Context, repo name.Repository, method, target 
 	if err != nil {
 		return nil, err
 	}
+	maps.Copy(req.Header, hdr)
 	if body != nil {
 		rc, err := body.open()
 		if err != nil {
@@ -176,7 +215,6 @@ func (u *uploader) do(ctx context.Context, repo name.Repository, method, target 
 		}
 		// The retrying transport sends the request again with the body opened anew.
 		req.Body, req.GetBody, req.ContentLength = rc, body.open, body.size
-		req.Header.Set("Content-Type", "application/octet-stream")
 	}
 	return (&http.Client{Transport: t}).Do(req)
 }

@@ -67,7 +67,7 @@ func (r *Restore) Run(ctx context.Context, started StartedFunc) Result {
 	}
 	r.total.Store(total)
 	started(total, fmt.Sprintf("pushing %d images of backup %s to %s", total, r.spec.Restore.BackupName(), r.spec.Host))
-	p, err := copier.NewPusher(ctx, r.store, r.spec.Options)
+	p, err := copier.NewPusher(r.store, r.spec.Options)
 	if err != nil {
 		return r.final(Result{Outcome: Failed, Reason: oadpv1alpha1.ReasonFailed, Message: err.Error()}, copier.Stats{})
 	}

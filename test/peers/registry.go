@@ -46,10 +46,20 @@ func (r *Registry) TokensIssued() int64 {
 	return r.tokens.issued.Load()
 }
 
+// TokenRequestsAtOnce is the most token requests the registry's token server has been
+// answering at one time; 0 unless the registry takes tokens.
+func (r *Registry) TokenRequestsAtOnce() int64 {
+	if r.tokens == nil {
+		return 0
+	}
+	return r.tokens.peak.Load()
+}
+
 // Auth is how a test registry authenticates its clients.
 type Auth struct {
-	basic    bool
-	tokenTTL time.Duration
+	basic      bool
+	tokenTTL   time.Duration
+	tokenDelay time.Duration
 }
 
 var (
@@ -64,6 +74,13 @@ var (
 // token server for a token with the user and password, and the registry checks the token's
 // signature on each request. The registry refuses a token ttl after it was issued.
 func TokenAuth(ttl time.Duration) Auth { return Auth{tokenTTL: ttl} }
+
+// SlowTokens makes the token server of TokenAuth take d to answer each request, as a token
+// service under load does.
+func (a Auth) SlowTokens(d time.Duration) Auth {
+	a.tokenDelay = d
+	return a
+}
 
 // StartRegistry starts Debian's docker-registry (distribution 2.8) on 127.0.0.1 with storage in
 // a temporary directory, authenticating clients as auth says.
@@ -114,7 +131,7 @@ http:
 		cfg += fmt.Sprintf("auth:\n  htpasswd:\n    realm: test\n    path: %s\n", writeFile(t, "htpasswd", fmt.Appendf(nil, "%s:%s\n", r.Username, hash)))
 	case auth.tokenTTL > 0:
 		r.Username, r.Password = "tester", "s3cret-password"
-		r.tokens = startTokenServer(t, "test-registry", r.Username, r.Password, auth.tokenTTL)
+		r.tokens = startTokenServer(t, "test-registry", r.Username, r.Password, auth.tokenTTL, auth.tokenDelay)
 		cfg += fmt.Sprintf("auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n",
 			r.tokens.realm, r.tokens.service, r.tokens.issuer, writeFile(t, "token-ca.crt", r.tokens.rootCertBundle(t)))
 	}

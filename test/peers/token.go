@@ -36,18 +36,22 @@ type tokenServer struct {
 	keyID              string
 	realm              string
 	issued             atomic.Int64
+	// delay is how long each answer takes; inFlight counts the requests being answered, and
+	// peak is the most there were at once.
+	delay          time.Duration
+	inFlight, peak atomic.Int64
 }
 
 // startTokenServer serves tokens for service on 127.0.0.1 until the test ends. Tokens are
-// valid for ttl.
-func startTokenServer(t TB, service, username, password string, ttl time.Duration) *tokenServer {
+// valid for ttl; each answer takes delay.
+func startTokenServer(t TB, service, username, password string, ttl, delay time.Duration) *tokenServer {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &tokenServer{service: service, issuer: "imagestreams-backup-test-tokens", username: username, password: password,
-		ttl: ttl, key: key, keyID: libtrustKeyID(&key.PublicKey)}
+		ttl: ttl, delay: delay, key: key, keyID: libtrustKeyID(&key.PublicKey)}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +74,15 @@ func (s *tokenServer) rootCertBundle(t TB) []byte {
 }
 
 func (s *tokenServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	for peak := s.peak.Load(); n > peak && !s.peak.CompareAndSwap(peak, n); peak = s.peak.Load() {
+	}
+	select {
+	case <-time.After(s.delay):
+	case <-r.Context().Done():
+		return
+	}
 	// Anonymous clients get a token that grants nothing, as public registries give them: the
 	// registry then refuses what they ask for. Wrong credentials get no token.
 	user, password, ok := r.BasicAuth()
