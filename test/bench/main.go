@@ -17,7 +17,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -30,6 +32,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 
 	"github.com/openshift/oadp-imagestreams-backup/test/peers"
 )
@@ -59,6 +62,9 @@ func main() {
 			return
 		case "measure":
 			runMeasure(os.Args[2:])
+			return
+		case cmdPin:
+			runPin(os.Args[2:])
 			return
 		}
 	}
@@ -246,6 +252,7 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64, only string) error {
 		return err
 	}
 	backupTools := newBackupTools(self, jobs, tools, src.Host, refs)
+	apart := splitCores()
 	for round := range rounds {
 		for _, s := range scenarios {
 			for k := range backupTools {
@@ -261,8 +268,15 @@ func run(tools peerTools, jobs, rounds int, bigLayer int64, only string) error {
 				}
 			}
 		}
-		if err := benchRestores(rec, restoreRun{tools: tools, scenarios: scenarios, self: self, work: work, jobs: jobs, round: round, env: env}); err != nil {
+		if err := benchRestores(rec, restoreRun{tools: tools, scenarios: scenarios, self: self, work: work, jobs: jobs, round: round, env: env, apart: apart}); err != nil {
 			return err
+		}
+		// A round of the large layers writes a gibibyte for each backup and restore.
+		done, _ := filepath.Glob(filepath.Join(work, fmt.Sprintf("r%d-*", round)))
+		for _, dir := range done {
+			if err := os.RemoveAll(dir); err != nil {
+				return err
+			}
 		}
 	}
 	s3, err := startS3(env)
@@ -366,6 +380,9 @@ type restoreRun struct {
 	self, work  string
 	jobs, round int
 	env         *env
+	// apart, when set, has the large layers' restore measured a second time with the registry
+	// on a core of its own.
+	apart *cores
 }
 
 // benchRestores restores every scenario, as each tool backed it up in the round, into empty
@@ -407,9 +424,94 @@ func benchRestores(rec *recorder, run restoreRun) error {
 			if _, err := rec.measure(s, s.restore, tool, r.Dir, r, cmd); err != nil {
 				return err
 			}
+			if err := os.RemoveAll(r.Dir); err != nil {
+				return err
+			}
+		}
+		// On one machine the registry's hashing and the tool's share the cores; in a cluster
+		// the registry runs in pods of its own. The large layers' restore, bound by the cores,
+		// is measured that way too.
+		if i != 0 || run.apart == nil {
+			continue
+		}
+		label := strings.Fields(s.restore)[0] + " registry on a core of its own"
+		for k := range restores {
+			r := peers.StartRegistry(run.env, peers.NoAuth)
+			if err := r.Pin(&run.apart.registry); err != nil {
+				return err
+			}
+			tool, cmd := restores[(k+run.round)%len(restores)](r.Host)
+			if _, err := rec.measure(s, label, tool, r.Dir, r, run.apart.pin(run.self, cmd)); err != nil {
+				return err
+			}
+			if err := os.RemoveAll(r.Dir); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
+}
+
+// cmdPin is the child command that runs a command on given CPUs.
+const cmdPin = "pin"
+
+// cores are the CPUs this process may use, split in two: the last for the registry, the others
+// for the tool.
+type cores struct{ registry, tool unix.CPUSet }
+
+// splitCores splits the CPUs this process may use; it returns nil with fewer than two.
+func splitCores() *cores {
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil || all.Count() < 2 {
+		return nil
+	}
+	last := -1
+	for cpu := range len(all) * 64 {
+		if all.IsSet(cpu) {
+			last = cpu
+		}
+	}
+	c := &cores{}
+	for cpu := range last {
+		if all.IsSet(cpu) {
+			c.tool.Set(cpu)
+		}
+	}
+	c.registry.Set(last)
+	return c
+}
+
+// pin returns cmd run through this binary's pin command on the tool's CPUs.
+func (c *cores) pin(self string, cmd *exec.Cmd) *exec.Cmd {
+	var cpus []string
+	for cpu := range len(c.tool) * 64 {
+		if c.tool.IsSet(cpu) {
+			cpus = append(cpus, fmt.Sprint(cpu))
+		}
+	}
+	return exec.Command(self, append([]string{cmdPin, strings.Join(cpus, ","), cmd.Path}, cmd.Args[1:]...)...)
+}
+
+// runPin runs args[1:] on the CPUs listed in args[0], in this process: execve keeps the
+// calling thread's affinity, and the command's threads inherit it.
+func runPin(args []string) {
+	var set unix.CPUSet
+	for f := range strings.SplitSeq(args[0], ",") {
+		cpu, err := strconv.Atoi(f)
+		if err != nil {
+			log.Fatalf("pin: cpu %q: %v", f, err)
+		}
+		set.Set(cpu)
+	}
+	runtime.LockOSThread()
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		log.Fatalf("pin: %v", err)
+	}
+	path, err := exec.LookPath(args[1])
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Fatal(syscall.Exec(path, args[1:], os.Environ()))
 }
 
 // runMeasured runs cmd under this binary's measure subcommand and reads its resource use.

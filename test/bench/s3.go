@@ -98,6 +98,11 @@ func benchS3(rec *recorder, run s3Run) error {
 		if err := restoreFromS3(rec, run, round); err != nil {
 			return err
 		}
+		for _, s := range run.scenarios {
+			if err := os.RemoveAll(run.s3.dir(fmt.Sprintf("r%d-s%d", round, s.index))); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -118,5 +123,5 @@ func restoreFromS3(rec *recorder, run s3Run, round int) error {
 		return err
 	}
 	row.requests = run.s3.requests.Load()
-	return nil
+	return os.RemoveAll(r.Dir)
 }

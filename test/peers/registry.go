@@ -7,16 +7,19 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sys/unix"
 )
 
 // Registry is a running distribution registry.
@@ -44,6 +47,35 @@ func (r *Registry) TokensIssued() int64 {
 		return 0
 	}
 	return r.tokens.issued.Load()
+}
+
+// Pin keeps the registry's threads, and those they start, on cpus.
+func (r *Registry) Pin(cpus *unix.CPUSet) error {
+	pinned := map[string]bool{}
+	// A thread started meanwhile by one not yet pinned is found by the next pass.
+	for {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", r.pid))
+		if err != nil {
+			return err
+		}
+		more := false
+		for _, task := range tasks {
+			if pinned[task.Name()] {
+				continue
+			}
+			tid, err := strconv.Atoi(task.Name())
+			if err != nil {
+				return fmt.Errorf("/proc/%d/task/%s: %w", r.pid, task.Name(), err)
+			}
+			if err := unix.SchedSetaffinity(tid, cpus); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("pinning thread %d of the registry: %w", tid, err)
+			}
+			pinned[task.Name()], more = true, true
+		}
+		if !more {
+			return nil
+		}
+	}
 }
 
 // TokenRequestsAtOnce is the most token requests the registry's token server has been
