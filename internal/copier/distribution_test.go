@@ -2,9 +2,12 @@ package copier_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openshift/oadp-imagestreams-backup/internal/copier"
+	"github.com/openshift/oadp-imagestreams-backup/test/faults"
 	"github.com/openshift/oadp-imagestreams-backup/test/peers"
 )
 
@@ -217,9 +221,8 @@ func TestRepositoriesAuthenticateAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, desc := range descs {
-		g.Go(func() error {
-			return p.Push(ctx, desc, must[name.Repository](t)(name.NewRepository(fmt.Sprintf("%s/restored/img%d", dst.Host, i))), []string{"latest"})
-		})
+		repo := must[name.Repository](t)(name.NewRepository(fmt.Sprintf("%s/restored/img%d", dst.Host, i)))
+		g.Go(func() error { return p.Push(ctx, desc, repo, []string{"latest"}) })
 	}
 	if err := g.Wait(); err != nil {
 		t.Fatal(err)
@@ -230,6 +233,44 @@ func TestRepositoriesAuthenticateAtOnce(t *testing.T) {
 	// One handshake a repository: a token for each.
 	if got := dst.TokensIssued(); got != n {
 		t.Errorf("restore of %d repositories took %d tokens, want %d", n, got, n)
+	}
+}
+
+// TestAHandshakeGivenUpByOneCallerIsNotGivenUpByAnother backs up two images of one repository
+// at once from a registry whose token server is slow: the first copy starts the repository's
+// handshake and is canceled while it waits for the token; the second, which shares that
+// handshake, must not fail with the first one's cancellation.
+func TestAHandshakeGivenUpByOneCallerIsNotGivenUpByAnother(t *testing.T) {
+	ctx := context.Background()
+	reg := peers.StartRegistry(t, peers.TokenAuth(time.Hour).SlowTokens(500*time.Millisecond))
+	auth := authn.FromConfig(authn.AuthConfig{Username: reg.Username, Password: reg.Password})
+	repo := must[name.Repository](t)(name.NewRepository(reg.Host + "/app/img"))
+	var refs []name.Digest
+	for range 2 {
+		img := dockerImage(t)
+		ref := repo.Digest(must[v1.Hash](t)(img.Digest()).String())
+		if err := remote.Write(ref, img, remote.WithAuth(auth)); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, ref)
+	}
+	c := newCopierWith(t, newStore(t), copier.Options{Auth: auth})
+
+	first, cancel := context.WithCancel(ctx)
+	firstDone := make(chan error, 1)
+	go func() { _, err := c.Copy(first, refs[0]); firstDone <- err }()
+	// The first copy is waiting for its token when the second joins its handshake, and is
+	// canceled before the token comes.
+	time.Sleep(150 * time.Millisecond)
+	secondDone := make(chan error, 1)
+	go func() { _, err := c.Copy(ctx, refs[1]); secondDone <- err }()
+	time.Sleep(150 * time.Millisecond)
+	cancel()
+	if err := <-firstDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("canceled copy = %v, want context.Canceled", err)
+	}
+	if err := <-secondDone; err != nil {
+		t.Fatalf("copy sharing a canceled handshake: %v", err)
 	}
 }
 
@@ -262,5 +303,63 @@ func TestARestoreGivesARepositoryOnlyItsRecordedTags(t *testing.T) {
 	}
 	if got := must[*remote.Descriptor](t)(remote.Get(repo.Tag("v1"))); got.Digest != desc.Digest {
 		t.Errorf("v1 is %s, want %s", got.Digest, desc.Digest)
+	}
+}
+
+// TestAPushTurnedAwayForAnExpiredTokenGoesAgain restores an image into a registry that takes
+// bearer tokens, through a proxy that answers the first PUT of every blob and of the manifest
+// with the registry's own 401 challenge, as the registry does when a token expires between two
+// requests. go-containerregistry's bearer transport then renews the token and sends the request
+// again, with a body its first send read: a manifest's is opened anew, and a blob goes again in
+// a new upload. The image must arrive whole.
+func TestAPushTurnedAwayForAnExpiredTokenGoesAgain(t *testing.T) {
+	ctx := context.Background()
+	reg := peers.StartRegistry(t, peers.TokenAuth(time.Hour))
+	auth := authn.FromConfig(authn.AuthConfig{Username: reg.Username, Password: reg.Password})
+	resp, err := http.Get("http://" + reg.Host + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	challenge := resp.Header.Get("WWW-Authenticate")
+	if resp.StatusCode != http.StatusUnauthorized || challenge == "" {
+		t.Fatalf("registry's answer to an anonymous ping: %s, challenge %q", resp.Status, challenge)
+	}
+	var turnedAway sync.Map
+	proxy := faults.Start(t, reg.Host, faults.Config{Intercept: func(r *http.Request, _ faults.Counts) *faults.Reply {
+		if r.Method != http.MethodPut {
+			return nil
+		}
+		key := r.URL.Path
+		if d := r.URL.Query().Get("digest"); d != "" {
+			key = d
+		}
+		if _, seen := turnedAway.LoadOrStore(key, true); seen {
+			return nil
+		}
+		return &faults.Reply{Status: http.StatusUnauthorized, Header: http.Header{"WWW-Authenticate": {challenge}, "Content-Type": {"application/json"}},
+			Body: `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`}
+	}})
+	f := newStore(t)
+	large := must[v1.Layer](t)(random.Layer(4*copier.SmallBlobSize, types.DockerLayer))
+	img := must[v1.Image](t)(mutate.AppendLayers(dockerImage(t), large))
+	desc := storeImage(t, f, newRegistry(t), img)
+	p, err := copier.NewPusher(f.store, copier.Options{Auth: auth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Push(ctx, desc, must[name.Repository](t)(name.NewRepository(proxy.Host+"/restored/app")), []string{"latest"}); err != nil {
+		t.Fatalf("restore through %s: %v", proxy.Counts(), err)
+	}
+	// Four layers, a config and the manifest were each turned away once.
+	if got, want := proxy.Counts().Intercepted, int64(len(must[[]v1.Layer](t)(img.Layers()))+2); got != want {
+		t.Errorf("requests turned away = %d, want %d", got, want)
+	}
+	got := must[v1.Image](t)(remote.Image(must[name.Repository](t)(name.NewRepository(reg.Host+"/restored/app")).Tag("latest"), remote.WithAuth(auth)))
+	if d := must[v1.Hash](t)(got.Digest()); d != desc.Digest {
+		t.Errorf("restored digest %s, want %s", d, desc.Digest)
+	}
+	if err := readAll(got); err != nil {
+		t.Error(err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -204,4 +206,63 @@ func values[K comparable, V any](m map[K]V) []V {
 		out = append(out, v)
 	}
 	return out
+}
+
+// TestABlobCutOffAfterTheRegistryReadPartOfItGoesAgainInANewUpload restores an image through a
+// proxy that forwards the first PUT of every blob with half of its bytes and then cuts both
+// connections, as a network failing between the worker and the registry does: the registry's
+// upload session keeps the half it read. Sent again into that session the blob would follow the
+// half and be refused; it must go again in a new upload, and the image must arrive whole.
+func TestABlobCutOffAfterTheRegistryReadPartOfItGoesAgainInANewUpload(t *testing.T) {
+	ctx := context.Background()
+	dst := peers.StartRegistry(t, peers.NoAuth)
+	isBlobPut := func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/blobs/uploads/")
+	}
+	var cut sync.Map
+	var mu sync.Mutex
+	putsPerSession := map[string]int{}
+	proxy := faults.Start(t, dst.Host, faults.Config{
+		Observe: func(r *http.Request) {
+			if isBlobPut(r) {
+				mu.Lock()
+				defer mu.Unlock()
+				putsPerSession[r.URL.Path]++
+			}
+		},
+		CutForward: func(r *http.Request) bool {
+			if !isBlobPut(r) {
+				return false
+			}
+			_, seen := cut.LoadOrStore(r.URL.Query().Get("digest"), true)
+			return !seen
+		},
+	})
+	f := newStore(t)
+	// A layer over copier.SmallBlobSize streams from the store; one under it is read whole.
+	large := must[v1.Layer](t)(random.Layer(2*copier.SmallBlobSize, types.DockerLayer))
+	small := must[v1.Layer](t)(random.Layer(64<<10, types.DockerLayer))
+	img := must[v1.Image](t)(mutate.AppendLayers(dockerImage(t), large, small))
+	desc := storeImage(t, f, newRegistry(t), img)
+
+	if err := newPusher(t, f.store).Push(ctx, desc, must[name.Repository](t)(name.NewRepository(proxy.Host+"/restored/app")), []string{"latest"}); err != nil {
+		t.Fatalf("restore through %s: %v", proxy.Counts(), err)
+	}
+	// Every blob of the image was cut once: five layers and a config.
+	if got, want := proxy.Counts().ForwardCuts, int64(len(must[[]v1.Layer](t)(img.Layers()))+1); got != want {
+		t.Errorf("forward cuts = %d, want %d (%s)", got, want, proxy.Counts())
+	}
+	// The bytes go into a session once: sent again, they would follow the half it holds.
+	for session, n := range putsPerSession {
+		if n > 1 {
+			t.Errorf("%d PUTs into upload session %s, want 1", n, session)
+		}
+	}
+	got := must[v1.Image](t)(remote.Image(must[name.Repository](t)(name.NewRepository(dst.Host + "/restored/app")).Tag("latest")))
+	if d := must[v1.Hash](t)(got.Digest()); d != desc.Digest {
+		t.Errorf("restored digest %s, want %s", d, desc.Digest)
+	}
+	if err := readAll(got); err != nil {
+		t.Error(err)
+	}
 }

@@ -132,7 +132,22 @@ type retryTransport struct {
 	backoff remote.Backoff
 }
 
+// errBodySent fails a request whose body was sent before and may not be sent again
+// (blobBody.once); its caller starts over.
+var errBodySent = errors.New("the request's body was sent before: starting over")
+
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if b, ok := req.Body.(*sentBody); ok && b.read.Load() {
+		if req.GetBody == nil {
+			return nil, errBodySent
+		}
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		req = req.Clone(req.Context())
+		req.Body = body
+	}
 	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
 	delay := t.backoff.Duration
 	for attempt := 1; ; attempt++ {
@@ -196,26 +211,44 @@ func newTransports(opts *Options, scope string) (*transports, error) {
 
 func (ts *transports) get(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
 	key := repo.String()
-	ts.mu.Lock()
-	t, ok := ts.m[key]
-	ts.mu.Unlock()
-	if ok {
+	if t := ts.cached(key); t != nil {
 		return t, nil
 	}
-	v, err, _ := ts.handshakes.Do(key, func() (any, error) {
-		t, err := transport.NewWithContext(ctx, repo.Registry, ts.opts.authFor(repo.RegistryStr()), ts.rt, []string{repo.Scope(ts.scope)})
-		if err != nil {
-			return nil, fmt.Errorf("authenticating to %s: %w", repo, err)
+	for {
+		v, err, _ := ts.handshakes.Do(key, func() (any, error) { return ts.handshake(ctx, repo) })
+		// A shared handshake runs under the context of the caller that started it; when that
+		// caller gave up, the others start one of their own.
+		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+			continue
 		}
-		ts.mu.Lock()
-		defer ts.mu.Unlock()
-		ts.m[key] = t
-		return t, nil
-	})
-	if err != nil {
-		return nil, err
+		if err != nil {
+			return nil, err
+		}
+		return v.(http.RoundTripper), nil
 	}
-	return v.(http.RoundTripper), nil
+}
+
+func (ts *transports) cached(key string) http.RoundTripper {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.m[key]
+}
+
+// handshake returns repo's transport, authenticating unless a handshake that ended since the
+// caller looked did.
+func (ts *transports) handshake(ctx context.Context, repo name.Repository) (http.RoundTripper, error) {
+	key := repo.String()
+	if t := ts.cached(key); t != nil {
+		return t, nil
+	}
+	t, err := transport.NewWithContext(ctx, repo.Registry, ts.opts.authFor(repo.RegistryStr()), ts.rt, []string{repo.Scope(ts.scope)})
+	if err != nil {
+		return nil, fmt.Errorf("authenticating to %s: %w", repo, err)
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	ts.m[key] = t
+	return t, nil
 }
 
 // puller fetches manifests and blobs by digest. It talks HTTP itself rather than through
@@ -312,7 +345,7 @@ func transient(err error) bool {
 	}
 	var nerr net.Error
 	// io.EOF: the server closed a reused connection before answering.
-	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
+	return errors.Is(err, errBodySent) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed) ||
 		(errors.As(err, &nerr) && nerr.Timeout())
 }

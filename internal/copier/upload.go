@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -49,20 +50,21 @@ func manifestsURL(repo name.Repository) string {
 
 // has reports whether repo holds blob h.
 func (u *uploader) has(ctx context.Context, repo name.Repository, h v1.Hash) (bool, error) {
-	return u.exists(ctx, repo, blobsURL(repo)+h.String(), nil)
+	return u.exists(ctx, repo, blobsURL(repo), h, nil)
 }
 
 // hasManifest reports whether repo holds the manifest whose digest is h.
 func (u *uploader) hasManifest(ctx context.Context, repo name.Repository, h v1.Hash) (bool, error) {
-	return u.exists(ctx, repo, manifestsURL(repo)+h.String(), http.Header{"Accept": {manifestAccept}})
+	return u.exists(ctx, repo, manifestsURL(repo), h, http.Header{"Accept": {manifestAccept}})
 }
 
-// exists reports whether the registry answers a HEAD of target, with hdr, with 200 rather
-// than 404.
-func (u *uploader) exists(ctx context.Context, repo name.Repository, target string, hdr http.Header) (bool, error) {
+// exists reports whether the registry answers a HEAD of h under base, with hdr, with 200
+// rather than 404. An answer naming another digest (Docker-Content-Digest) counts as 404: what
+// the registry has is not what would be sent.
+func (u *uploader) exists(ctx context.Context, repo name.Repository, base string, h v1.Hash, hdr http.Header) (bool, error) {
 	var found bool
 	err := retry(ctx, u.backoff, func() error {
-		resp, err := u.do(ctx, repo, http.MethodHead, target, hdr, nil)
+		resp, err := u.do(ctx, repo, http.MethodHead, base+h.String(), hdr, nil)
 		if err != nil {
 			return err
 		}
@@ -71,8 +73,12 @@ func (u *uploader) exists(ctx context.Context, repo name.Repository, target stri
 			found = false
 			return nil
 		}
-		found = true
-		return transport.CheckError(resp, http.StatusOK)
+		if err := transport.CheckError(resp, http.StatusOK); err != nil {
+			return err
+		}
+		d := resp.Header.Get("Docker-Content-Digest")
+		found = d == "" || d == h.String()
+		return nil
 	})
 	return found, err
 }
@@ -102,6 +108,11 @@ func (u *uploader) putManifest(ctx context.Context, repo name.Repository, ref st
 type blobBody struct {
 	size int64
 	open func() (io.ReadCloser, error)
+	// once marks bytes the registry appends to an upload session. A request is not sent
+	// again with them: the session may hold part of them already (the network failed after
+	// the registry read some), and sent again they would follow that part. A new upload takes
+	// the retry.
+	once bool
 }
 
 func bytesBody(data []byte) *blobBody {
@@ -112,8 +123,10 @@ func bytesBody(data []byte) *blobBody {
 
 // uploadStream sends the blob body holds, whose digest is h, into repo; the PUT streams it. A
 // body that fails to read (a blob that does not match its digest) fails the upload before its
-// last bytes are sent, so the registry never completes it.
+// last bytes are sent, so the registry never completes it. A PUT that fails in a way worth
+// retrying goes again in a new upload (blobBody.once).
 func (u *uploader) uploadStream(ctx context.Context, repo name.Repository, h v1.Hash, body blobBody) error {
+	body.once = true
 	return retry(ctx, u.backoff, func() error {
 		resp, err := u.do(ctx, repo, http.MethodPost, blobsURL(repo)+"uploads/", nil, nil)
 		if err != nil {
@@ -213,8 +226,31 @@ func (u *uploader) do(ctx context.Context, repo name.Repository, method, target 
 		if err != nil {
 			return nil, err
 		}
-		// The retrying transport sends the request again with the body opened anew.
-		req.Body, req.GetBody, req.ContentLength = rc, body.open, body.size
+		req.Body, req.ContentLength = &sentBody{ReadCloser: rc}, body.size
+		if !body.once {
+			// The retrying transport sends the request again with the body opened anew.
+			req.GetBody = func() (io.ReadCloser, error) {
+				rc, err := body.open()
+				if err != nil {
+					return nil, err
+				}
+				return &sentBody{ReadCloser: rc}, nil
+			}
+		}
 	}
 	return (&http.Client{Transport: t}).Do(req)
+}
+
+// sentBody is a request body that knows whether it was read. go-containerregistry's bearer
+// transport sends a request again after a 401 that renewed its token, with the body the first
+// send read; the retrying transport below it then opens the body anew, or, for bytes sent
+// once, fails the request so that the upload starts over (errBodySent).
+type sentBody struct {
+	io.ReadCloser
+	read atomic.Bool
+}
+
+func (b *sentBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.ReadCloser.Read(p)
 }

@@ -61,6 +61,12 @@ type Config struct {
 	// request.
 	Observe func(*http.Request)
 
+	// CutForward, when it accepts a request with a body, has the request forwarded with half
+	// of its body and both connections then reset: the target keeps what it read, as when the
+	// network fails between a client and a server, where ResetRate's cut never reaches the
+	// target. Such requests get no random fault.
+	CutForward func(*http.Request) bool
+
 	// Key names a request for the seeded decisions; DefaultKey when nil.
 	Key func(*http.Request) string
 
@@ -98,18 +104,22 @@ type Counts struct {
 	UploadResets int64
 	// DownloadResets is the connections reset partway through a response.
 	DownloadResets int64
+	// ForwardCuts is the requests forwarded with part of their body (Config.CutForward).
+	ForwardCuts int64
 	// Intercepted is the requests answered by Config.Intercept.
 	Intercepted int64
 	// BytesUp is the request body bytes forwarded to the target.
 	BytesUp int64
 }
 
-// Injected is the number of random faults: errors and resets.
-func (c Counts) Injected() int64 { return c.Errors + c.UploadResets + c.DownloadResets }
+// Injected is the number of faults: errors, resets and forward cuts.
+func (c Counts) Injected() int64 {
+	return c.Errors + c.UploadResets + c.DownloadResets + c.ForwardCuts
+}
 
 func (c Counts) String() string {
-	return fmt.Sprintf("%d requests: %d forwarded, %d errors, %d upload resets, %d download resets, %d intercepted",
-		c.Requests, c.Forwarded, c.Errors, c.UploadResets, c.DownloadResets, c.Intercepted)
+	return fmt.Sprintf("%d requests: %d forwarded, %d errors, %d upload resets, %d download resets, %d forward cuts, %d intercepted",
+		c.Requests, c.Forwarded, c.Errors, c.UploadResets, c.DownloadResets, c.ForwardCuts, c.Intercepted)
 }
 
 // Proxy is a running fault-injecting reverse proxy.
@@ -126,7 +136,7 @@ type Proxy struct {
 	mu   sync.Mutex
 	seen map[string]uint64 // key -> requests so far
 
-	requests, forwarded, errors, uploadResets, downloadResets, intercepted, bytesUp atomic.Int64
+	requests, forwarded, errors, uploadResets, downloadResets, forwardCuts, intercepted, bytesUp atomic.Int64
 }
 
 // Start runs a proxy to target (host:port, or an http:// or https:// URL) until the test ends.
@@ -167,7 +177,7 @@ func Start(t peers.TB, target string, cfg Config) *Proxy {
 func (p *Proxy) Counts() Counts {
 	return Counts{
 		Requests: p.requests.Load(), Forwarded: p.forwarded.Load(), Errors: p.errors.Load(),
-		UploadResets: p.uploadResets.Load(), DownloadResets: p.downloadResets.Load(),
+		UploadResets: p.uploadResets.Load(), DownloadResets: p.downloadResets.Load(), ForwardCuts: p.forwardCuts.Load(),
 		Intercepted: p.intercepted.Load(), BytesUp: p.bytesUp.Load(),
 	}
 }
@@ -241,6 +251,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch {
+	case p.cfg.CutForward != nil && hasBody(r) && p.cfg.CutForward(r):
+		p.forwardCuts.Add(1)
+		p.cutForward(w, r)
 	case f.status != 0:
 		p.errors.Add(1)
 		// Drain a little of the body, as a server that fails early does; the client must
@@ -287,8 +300,8 @@ func (p *Proxy) cutUpload(w http.ResponseWriter, r *http.Request, fraction float
 	reset(conn)
 }
 
-// forward passes the request to the target and its response back, cut partway when f says so.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, f fate) {
+// outbound is r as the proxy sends it to the target.
+func (p *Proxy) outbound(r *http.Request) *http.Request {
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
 	out.URL.Scheme, out.URL.Host = p.target.Scheme, p.target.Host
@@ -297,6 +310,34 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, f fate) {
 	for _, h := range hopHeaders {
 		out.Header.Del(h)
 	}
+	return out
+}
+
+// cutForward sends the target r with the first half of its body, then resets the connection
+// to the target and the client's.
+func (p *Proxy) cutForward(w http.ResponseWriter, r *http.Request) {
+	out := p.outbound(r)
+	n := int64(32 << 10)
+	if r.ContentLength > 0 {
+		n = r.ContentLength / 2
+	}
+	// The body ends before its Content-Length: the transport fails the request and closes
+	// the connection once it has sent the half, and the target reads no more.
+	out.Body = io.NopCloser(&countingReader{r: io.LimitReader(r.Body, n), n: &p.bytesUp})
+	p.forwarded.Add(1)
+	if resp, err := p.rt.RoundTrip(out); err == nil {
+		resp.Body.Close()
+	}
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	reset(conn)
+}
+
+// forward passes the request to the target and its response back, cut partway when f says so.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, f fate) {
+	out := p.outbound(r)
 	if hasBody(r) {
 		out.Body = &countingReader{r: r.Body, n: &p.bytesUp}
 	} else {
