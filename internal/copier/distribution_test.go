@@ -256,15 +256,21 @@ func TestAHandshakeGivenUpByOneCallerIsNotGivenUpByAnother(t *testing.T) {
 	}
 	c := newCopierWith(t, newStore(t), copier.Options{Auth: auth})
 
+	issued := reg.TokensIssued()
 	first, cancel := context.WithCancel(ctx)
 	firstDone := make(chan error, 1)
 	go func() { _, err := c.Copy(first, refs[0]); firstDone <- err }()
 	// The first copy is waiting for its token when the second joins its handshake, and is
 	// canceled before the token comes.
-	time.Sleep(150 * time.Millisecond)
+	for reg.TokenRequestsInFlight() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
 	secondDone := make(chan error, 1)
 	go func() { _, err := c.Copy(ctx, refs[1]); secondDone <- err }()
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
+	if got, inFlight := reg.TokensIssued()-issued, reg.TokenRequestsInFlight(); got != 0 || inFlight != 1 {
+		t.Fatalf("the second copy did not join the first one's handshake: %d tokens issued, %d requests in flight", got, inFlight)
+	}
 	cancel()
 	if err := <-firstDone; !errors.Is(err, context.Canceled) {
 		t.Errorf("canceled copy = %v, want context.Canceled", err)

@@ -253,6 +253,8 @@ func TestABlobCutOffAfterTheRegistryReadPartOfItGoesAgainInANewUpload(t *testing
 		t.Errorf("forward cuts = %d, want %d (%s)", got, want, proxy.Counts())
 	}
 	// The bytes go into a session once: sent again, they would follow the half it holds.
+	mu.Lock()
+	defer mu.Unlock()
 	for session, n := range putsPerSession {
 		if n > 1 {
 			t.Errorf("%d PUTs into upload session %s, want 1", n, session)

@@ -122,11 +122,10 @@ func (o *Options) roundTripper() (http.RoundTripper, error) {
 }
 
 // retryTransport sends a request again after a transient error or status, when it can: the
-// request has no body, or one it can rewind (GetBody). go-containerregistry turns its own
-// transport retries off while it uploads a blob, to retry the whole upload instead; this one
-// retries there too. An upload takes four requests (HEAD, POST, PATCH, PUT), so at a steady
-// rate of faults per request, starting it over on any one failure fails far more often than
-// sending the one failed request again; only the streamed PATCH is left to the whole retry.
+// request has no body, or one it can rewind (GetBody). At a steady rate of faults per request,
+// starting a whole exchange over on any one failure fails far more often than sending the one
+// failed request again; only a blob's bytes into an upload session are left to the whole retry
+// (blobBody.once).
 type retryTransport struct {
 	inner   http.RoundTripper
 	backoff remote.Backoff
@@ -137,7 +136,7 @@ type retryTransport struct {
 var errBodySent = errors.New("the request's body was sent before: starting over")
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if b, ok := req.Body.(*sentBody); ok && b.read.Load() {
+	if b, ok := req.Body.(*sentBody); ok && b.handed.Swap(true) {
 		if req.GetBody == nil {
 			return nil, errBodySent
 		}
@@ -215,10 +214,17 @@ func (ts *transports) get(ctx context.Context, repo name.Repository) (http.Round
 		return t, nil
 	}
 	for {
-		v, err, _ := ts.handshakes.Do(key, func() (any, error) { return ts.handshake(ctx, repo) })
+		v, err, _ := ts.handshakes.Do(key, func() (any, error) {
+			t, err := ts.handshake(ctx, repo)
+			if err != nil && ctx.Err() != nil {
+				return nil, &abandonedError{err}
+			}
+			return t, err
+		})
 		// A shared handshake runs under the context of the caller that started it; when that
 		// caller gave up, the others start one of their own.
-		if err != nil && ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		var abandoned *abandonedError
+		if errors.As(err, &abandoned) && ctx.Err() == nil {
 			continue
 		}
 		if err != nil {
@@ -227,6 +233,12 @@ func (ts *transports) get(ctx context.Context, repo name.Repository) (http.Round
 		return v.(http.RoundTripper), nil
 	}
 }
+
+// abandonedError is the error of a handshake whose caller gave up on it.
+type abandonedError struct{ err error }
+
+func (e *abandonedError) Error() string { return e.err.Error() }
+func (e *abandonedError) Unwrap() error { return e.err }
 
 func (ts *transports) cached(key string) http.RoundTripper {
 	ts.mu.Lock()

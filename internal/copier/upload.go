@@ -241,16 +241,12 @@ func (u *uploader) do(ctx context.Context, repo name.Repository, method, target 
 	return (&http.Client{Transport: t}).Do(req)
 }
 
-// sentBody is a request body that knows whether it was read. go-containerregistry's bearer
-// transport sends a request again after a 401 that renewed its token, with the body the first
-// send read; the retrying transport below it then opens the body anew, or, for bytes sent
-// once, fails the request so that the upload starts over (errBodySent).
+// sentBody is a request body that knows whether it was handed to a transport.
+// go-containerregistry's bearer transport sends a request again after a 401 that renewed its
+// token, with the body the first send had; the retrying transport below it then opens the body
+// anew, or, for bytes sent once, fails the request so that the upload starts over
+// (errBodySent).
 type sentBody struct {
 	io.ReadCloser
-	read atomic.Bool
-}
-
-func (b *sentBody) Read(p []byte) (int, error) {
-	b.read.Store(true)
-	return b.ReadCloser.Read(p)
+	handed atomic.Bool
 }

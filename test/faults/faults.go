@@ -313,8 +313,8 @@ func (p *Proxy) outbound(r *http.Request) *http.Request {
 	return out
 }
 
-// cutForward sends the target r with the first half of its body, then resets the connection
-// to the target and the client's.
+// cutForward sends the target r with the first half of its body, then closes the connection
+// to the target (the transport does, as the body ends short) and resets the client's.
 func (p *Proxy) cutForward(w http.ResponseWriter, r *http.Request) {
 	out := p.outbound(r)
 	n := int64(32 << 10)

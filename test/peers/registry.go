@@ -78,6 +78,15 @@ func (r *Registry) Pin(cpus *unix.CPUSet) error {
 	}
 }
 
+// TokenRequestsInFlight counts the token requests the registry's token server is answering
+// now; 0 unless the registry takes tokens.
+func (r *Registry) TokenRequestsInFlight() int64 {
+	if r.tokens == nil {
+		return 0
+	}
+	return r.tokens.inFlight.Load()
+}
+
 // TokenRequestsAtOnce is the most token requests the registry's token server has been
 // answering at one time; 0 unless the registry takes tokens.
 func (r *Registry) TokenRequestsAtOnce() int64 {
