@@ -238,10 +238,10 @@ func (r *BackupReconciler) wait(ctx context.Context, isb *oadpv1alpha1.ImageStre
 		}
 		setNotReady(isb, isb.Generation, g.reason, g.message)
 	})
-	if err != nil || res.RequeueAfter > 0 || g.reason == oadpv1alpha1.ReasonNotStarted {
+	if g.reason == oadpv1alpha1.ReasonNotStarted {
 		return res, err
 	}
-	return ctrl.Result{RequeueAfter: min(r.RetryInterval, veleroPollInterval)}, nil
+	return lookAgainAfter(res, err, min(r.RetryInterval, veleroPollInterval))
 }
 
 // observeGC counts the collections and what they removed.

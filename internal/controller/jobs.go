@@ -100,10 +100,16 @@ func (j *jobs) cancelBeforeStart(ctx context.Context, obj statusObject) (ctrl.Re
 func (j *jobs) notYet(ctx context.Context, obj statusObject, reason string, cause error) (ctrl.Result, error) {
 	log.FromContext(ctx).Info(j.kind+" cannot start yet", "reason", reason, "error", cause.Error())
 	res, err := j.patchDecided(ctx, obj, func() { setWaiting(obj, obj.GetGeneration(), reason, cause.Error()) })
+	return lookAgainAfter(res, err, j.cfg.RetryInterval)
+}
+
+// lookAgainAfter passes on what patchDecided returned when its write failed or was held back
+// (a stale copy), and otherwise looks again after d.
+func lookAgainAfter(res ctrl.Result, err error, d time.Duration) (ctrl.Result, error) {
 	if err != nil || res.RequeueAfter > 0 {
 		return res, err
 	}
-	return ctrl.Result{RequeueAfter: j.cfg.RetryInterval}, nil
+	return ctrl.Result{RequeueAfter: d}, nil
 }
 
 // fail ends obj, which cannot run at all, with res.

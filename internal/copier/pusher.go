@@ -93,7 +93,7 @@ func (p *Pusher) Push(ctx context.Context, desc v1.Descriptor, repo name.Reposit
 		return nil
 	}
 	for _, tag := range tags {
-		if err := p.putManifest(ctx, repo.Tag(tag), t); err != nil {
+		if err := p.putManifest(ctx, repo.Tag(tag), t, desc.MediaType); err != nil {
 			return fmt.Errorf("tagging %s:%s: %w", repo, tag, err)
 		}
 	}
@@ -145,7 +145,7 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 				return nil, false, err
 			}
 		}
-		if err := p.putManifest(ctx, ref, idx); err != nil {
+		if err := p.putManifest(ctx, ref, idx, desc.MediaType); err != nil {
 			return nil, false, fmt.Errorf("pushing index %s: %w", ref, err)
 		}
 		p.counts.add(desc.Size, true)
@@ -175,23 +175,13 @@ func (p *Pusher) pushOne(ctx context.Context, desc v1.Descriptor, repo name.Repo
 	}
 }
 
-// putManifest puts t's manifest, whose blobs and children are in the registry, at ref, and
-// puts it again when the registry answers that it lacks one of them. Distribution's
-// filesystem storage rewrites a repository's link files in place, so while another client
-// (another restore of the same target) sends the same blobs, the registry may for a moment not
-// see one it has.
-func (p *Pusher) putManifest(ctx context.Context, ref name.Reference, t remote.Taggable) error {
+// putManifest puts t's manifest, of media type mt (its descriptor's), whose blobs and
+// children are in the registry, at ref, and puts it again when the registry answers that it
+// lacks one of them. Distribution's filesystem storage rewrites a repository's link files in
+// place, so while another client (another restore of the same target) sends the same blobs,
+// the registry may for a moment not see one it has.
+func (p *Pusher) putManifest(ctx context.Context, ref name.Reference, t remote.Taggable, mt types.MediaType) error {
 	raw, err := t.RawManifest()
-	if err != nil {
-		return err
-	}
-	typed, ok := t.(interface {
-		MediaType() (types.MediaType, error)
-	})
-	if !ok {
-		return fmt.Errorf("manifest for %s has no media type", ref)
-	}
-	mt, err := typed.MediaType()
 	if err != nil {
 		return err
 	}
@@ -413,7 +403,7 @@ func (p *Pusher) pushImage(ctx context.Context, img v1.Image, desc v1.Descriptor
 		return fmt.Errorf("pushing image %s@%s: %w", repo, desc.Digest, err)
 	}
 	for _, ref := range put {
-		if err := p.putManifest(ctx, ref, img); err != nil {
+		if err := p.putManifest(ctx, ref, img, desc.MediaType); err != nil {
 			return fmt.Errorf("pushing image %s: %w", ref, err)
 		}
 	}

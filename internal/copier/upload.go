@@ -85,7 +85,7 @@ func (u *uploader) exists(ctx context.Context, repo name.Repository, base string
 
 // upload sends data, whose digest is h, into repo.
 func (u *uploader) upload(ctx context.Context, repo name.Repository, h v1.Hash, data []byte) error {
-	return u.uploadStream(ctx, repo, h, *bytesBody(data))
+	return u.uploadStream(ctx, repo, h, bytesBody(data))
 }
 
 // putManifest puts raw, a manifest of media type mt, at ref (a tag or a digest) in repo, byte
@@ -93,8 +93,9 @@ func (u *uploader) upload(ctx context.Context, repo name.Repository, h v1.Hash, 
 // fallback tag is not written (go-containerregistry's remote.Put would), as a restore gives a
 // repository the tags its backup recorded and no other.
 func (u *uploader) putManifest(ctx context.Context, repo name.Repository, ref string, mt types.MediaType, raw []byte) error {
+	body := bytesBody(raw)
 	return retry(ctx, u.backoff, func() error {
-		resp, err := u.do(ctx, repo, http.MethodPut, manifestsURL(repo)+ref, http.Header{"Content-Type": {string(mt)}}, bytesBody(raw))
+		resp, err := u.do(ctx, repo, http.MethodPut, manifestsURL(repo)+ref, http.Header{"Content-Type": {string(mt)}}, &body)
 		if err != nil {
 			return err
 		}
@@ -115,8 +116,8 @@ type blobBody struct {
 	once bool
 }
 
-func bytesBody(data []byte) *blobBody {
-	return &blobBody{size: int64(len(data)), open: func() (io.ReadCloser, error) {
+func bytesBody(data []byte) blobBody {
+	return blobBody{size: int64(len(data)), open: func() (io.ReadCloser, error) {
 		return io.NopCloser(bytes.NewReader(data)), nil
 	}}
 }

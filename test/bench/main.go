@@ -418,33 +418,35 @@ func benchRestores(rec *recorder, run restoreRun) error {
 					run.tools.oras, layout("oras"), host, i, strings.Join(tags, ",")))
 			})
 		}
-		for k := range restores {
-			r := peers.StartRegistry(run.env, peers.NoAuth)
-			tool, cmd := restores[(k+run.round)%len(restores)](r.Host)
-			if _, err := rec.measure(s, s.restore, tool, r.Dir, r, cmd); err != nil {
-				return err
+		// each restores with every tool into a registry of its own, under label; apart, when
+		// set, keeps the registry on one core and the tool on the others.
+		each := func(label string, apart *cores) error {
+			for k := range restores {
+				r := peers.StartRegistry(run.env, peers.NoAuth)
+				tool, cmd := restores[(k+run.round)%len(restores)](r.Host)
+				if apart != nil {
+					if err := r.Pin(&apart.registry); err != nil {
+						return err
+					}
+					cmd = apart.pin(run.self, cmd)
+				}
+				if _, err := rec.measure(s, label, tool, r.Dir, r, cmd); err != nil {
+					return err
+				}
+				if err := os.RemoveAll(r.Dir); err != nil {
+					return err
+				}
 			}
-			if err := os.RemoveAll(r.Dir); err != nil {
-				return err
-			}
+			return nil
+		}
+		if err := each(s.restore, nil); err != nil {
+			return err
 		}
 		// On one machine the registry's hashing and the tool's share the cores; in a cluster
 		// the registry runs in pods of its own. The large layers' restore, bound by the cores,
 		// is measured that way too.
-		if i != 0 || run.apart == nil {
-			continue
-		}
-		label := strings.Fields(s.restore)[0] + " registry on a core of its own"
-		for k := range restores {
-			r := peers.StartRegistry(run.env, peers.NoAuth)
-			if err := r.Pin(&run.apart.registry); err != nil {
-				return err
-			}
-			tool, cmd := restores[(k+run.round)%len(restores)](r.Host)
-			if _, err := rec.measure(s, label, tool, r.Dir, r, run.apart.pin(run.self, cmd)); err != nil {
-				return err
-			}
-			if err := os.RemoveAll(r.Dir); err != nil {
+		if i == 0 && run.apart != nil {
+			if err := each(strings.Fields(s.restore)[0]+" registry on a core of its own", run.apart); err != nil {
 				return err
 			}
 		}
